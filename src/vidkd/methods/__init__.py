@@ -1,0 +1,21 @@
+"""Training methods, one file each; ``METHODS`` maps a config name to its class."""
+
+from __future__ import annotations
+
+from vidkd.methods.base import Method
+from vidkd.methods.baseline import Baseline
+from vidkd.methods.baseline_da import BaselineDA
+from vidkd.methods.kd import KD, kd_loss
+from vidkd.methods.self_kd import SelfKD, self_kd_loss
+from vidkd.methods.skd_srl import SKDSRL, skd_srl_loss
+
+METHODS: dict[str, type[Method]] = {
+    "baseline": Baseline,
+    "baseline_da": BaselineDA,
+    "kd": KD,
+    "self_kd": SelfKD,
+    "skd_srl": SKDSRL,
+}
+
+__all__ = ["METHODS", "Method", "Baseline", "BaselineDA", "KD", "SelfKD", "SKDSRL",
+           "kd_loss", "self_kd_loss", "skd_srl_loss"]

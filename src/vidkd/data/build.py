@@ -1,0 +1,151 @@
+"""From a :class:`DataConfig` to train / validation / test records and class names.
+
+Validation comes from the training split (SPEC "Data protocol"): a group-disjoint
+``val_fraction`` of the training videos by default. ``val_source: test_groups``
+reproduces the authors' released code, which validated on the test split; results
+obtained that way say so in their notes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidkd.config import DataConfig
+from vidkd.data.index import (
+    folder_index,
+    hmdb51_index,
+    kinetics_index,
+    split_train_val,
+    ucf101_index,
+)
+from vidkd.data.records import DatasetIndex, VideoRecord
+from vidkd.data.synthetic import SyntheticSpec, default_cache_dir, ensure_synthetic_dataset
+from vidkd.errors import VidkdError
+
+log = logging.getLogger("vidkd")
+
+
+@dataclass
+class DataSplits:
+    """Records of each split plus what was noticed while building them."""
+
+    train: list[VideoRecord]
+    val: list[VideoRecord]
+    test: list[VideoRecord]
+    classes: list[str]
+    missing: int = 0
+    skipped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _require(value: str | None, key: str, example: str) -> Path:
+    if not value:
+        raise VidkdError(f"data.{key} is not set; add it to the config or pass --set data.{key}={example}")
+    return Path(value).expanduser()
+
+
+def synthetic_root(cfg: DataConfig, progress: bool = True) -> Path:
+    """Generate (once) the embedded dataset and return its root."""
+    syn = cfg.synthetic
+    spec = SyntheticSpec(
+        num_classes=syn.num_classes,
+        train_per_class=syn.train_per_class,
+        test_per_class=syn.test_per_class,
+        size=syn.size,
+        seed=syn.seed,
+    )
+    cache = Path(syn.cache_dir).expanduser() if syn.cache_dir else default_cache_dir()
+    return ensure_synthetic_dataset(cache, spec, progress=progress)
+
+
+def read_skip_list(path: Path) -> set[str]:
+    """Paths listed by ``vidkd check`` (first tab-separated column of each line)."""
+    if not path.is_file():
+        raise VidkdError(f"skip list {path} not found; create it with `vidkd check DATASET --skip-list {path}`")
+    lines = path.read_text().splitlines()
+    return {line.split("\t")[0].strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, DatasetIndex]:
+    """The dataset's train and test indexes as its configured layout describes them."""
+    name = cfg.dataset
+    if name == "synthetic":
+        root = synthetic_root(cfg, progress)
+        classes = (root / "classes.txt").read_text().split()
+        return (
+            folder_index(root / "videos", root / "trainlist.txt", classes),
+            folder_index(root / "videos", root / "testlist.txt", classes),
+        )
+    root = _require(cfg.root, "root", "/data/videos")
+    if name == "ucf101":
+        splits = _require(cfg.annotations, "annotations", "/data/ucfTrainTestlist")
+        return (
+            ucf101_index(root, splits, cfg.split, "train"),
+            ucf101_index(root, splits, cfg.split, "test"),
+        )
+    if name == "hmdb51":
+        splits = _require(cfg.annotations, "annotations", "/data/hmdb51_splits")
+        return (
+            hmdb51_index(root, splits, cfg.split, "train"),
+            hmdb51_index(root, splits, cfg.split, "test"),
+        )
+    if name == "kinetics400":
+        train_csv = _require(cfg.annotations, "annotations", "/data/kinetics400/train.csv")
+        test_csv = _require(cfg.test_annotations, "test_annotations", "/data/kinetics400/val.csv")
+        classes_file = Path(cfg.classes_file).expanduser() if cfg.classes_file else None
+        train_root = root / "train" if (root / "train").is_dir() else root
+        test_root = root / test_csv.stem if (root / test_csv.stem).is_dir() else root
+        # the subset is the CSV's split column value: train.csv -> "train", val.csv -> "val"
+        train = kinetics_index(train_root, train_csv, train_csv.stem, classes_file)
+        test = kinetics_index(test_root, test_csv, test_csv.stem, classes_file)
+        if test.classes != train.classes:
+            raise VidkdError(
+                f"{train_csv} and {test_csv} name different label sets; set data.classes_file "
+                "to the 400-line label list"
+            )
+        return train, test
+    # generic folder: optional lists; without them a group-disjoint 20% is held out for test
+    if cfg.annotations:
+        train = folder_index(root, Path(cfg.annotations).expanduser())
+        if not cfg.test_annotations:
+            raise VidkdError("data.test_annotations is not set; a folder dataset with a train list needs a test list too")
+        test = folder_index(root, Path(cfg.test_annotations).expanduser(), train.classes)
+        return train, test
+    everything = folder_index(root)
+    train_records, test_records = split_train_val(everything.records, 0.2, seed=12345)
+    return (
+        DatasetIndex(train_records, everything.classes, everything.missing),
+        DatasetIndex(test_records, everything.classes, []),
+    )
+
+
+def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSplits:
+    """Train / validation / test records for one run."""
+    train_index, test_index = load_indexes(cfg, progress)
+    notes: list[str] = []
+    missing = len(train_index.missing) + len(test_index.missing)
+    if missing:
+        notes.append(f"{missing} videos named by the annotations are not on disk (skipped)")
+    train, test = train_index.records, test_index.records
+    skipped = 0
+    if cfg.skip_list:
+        skip = read_skip_list(Path(cfg.skip_list).expanduser())
+        before = len(train) + len(test)
+        train = [r for r in train if str(r.path) not in skip]
+        test = [r for r in test if str(r.path) not in skip]
+        skipped = before - len(train) - len(test)
+        notes.append(f"{skipped} videos excluded by skip list {cfg.skip_list}")
+    if not train:
+        raise VidkdError(f"no training videos found for dataset '{cfg.dataset}' under {cfg.root}; check data.root")
+    if not test:
+        raise VidkdError(f"no test videos found for dataset '{cfg.dataset}' under {cfg.root}; check data.root")
+    if cfg.val_source == "test_groups":
+        val = test
+        notes.append("validation taken from the TEST split (authors' protocol): test numbers are optimistic")
+    else:
+        train, val = split_train_val(train, cfg.val_fraction, seed=seed)
+    for note in notes:
+        log.info(note)
+    return DataSplits(train, val, test, list(train_index.classes), missing, skipped, notes)

@@ -1,0 +1,459 @@
+"""The training loop: plain PyTorch, readable top to bottom (after nanoGPT's ``train.py``).
+
+One run = one experiment config. Per epoch: train on one random clip (or two views) per
+video, validate on a group-disjoint slice of the training split, step the plateau
+schedule, tell the method whether validation improved (``self_kd`` refreshes its
+teacher), log to TensorBoard and ``metrics.jsonl``, and write a checkpoint. At the end the
+best-validation student is scored on the test split and shipped as
+``student.safetensors``. ``torchrun`` launches it on many GPUs through DDP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from tqdm import tqdm
+
+from vidkd.config import ExperimentConfig, config_to_dict, dump_config
+from vidkd.data.augment import AugmentConfig, ClipAugment, flip_only
+from vidkd.data.build import DataSplits, build_splits
+from vidkd.data.dataset import ClipSpec, VideoClipDataset, collate
+from vidkd.data.transforms import to_model_input
+from vidkd.engine import distributed
+from vidkd.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_student,
+    rng_state,
+    save_checkpoint,
+    save_student,
+    set_rng_state,
+)
+from vidkd.engine.evaluate import EvalResult, _autocast, evaluate
+from vidkd.errors import VidkdError
+from vidkd.methods import KD, METHODS, SKDSRL, Method, SelfKD
+from vidkd.models.resnet3d import ResNet3D, resnet3d
+
+log = logging.getLogger("vidkd")
+
+
+def run_dir_of(cfg: ExperimentConfig) -> Path:
+    return Path(cfg.train.out_dir).expanduser() / cfg.name
+
+
+def ensure_writable(directory: Path) -> None:
+    """Create ``directory`` and prove it is writable, or say how to fix it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise VidkdError(
+            f"output directory {directory} is not writable ({error.strerror}); "
+            "pass a writable one with --set train.out_dir=PATH"
+        ) from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_student(cfg: ExperimentConfig, num_classes: int) -> ResNet3D:
+    m = cfg.model
+    return resnet3d(
+        m.depth, num_classes, shortcut=m.shortcut, no_max_pool=m.no_max_pool,
+        width_multiplier=m.width_multiplier, dropout=m.dropout,
+    )
+
+
+def model_description(cfg: ExperimentConfig, classes: list[str]) -> dict[str, Any]:
+    """What ``load_student`` needs to rebuild the network, plus the input protocol."""
+    m, d = cfg.model, cfg.data
+    return {
+        "depth": m.depth, "num_classes": len(classes), "shortcut": m.shortcut,
+        "no_max_pool": m.no_max_pool, "width_multiplier": m.width_multiplier,
+        "classes": classes, "clip_len": d.clip_len, "frame_stride": d.frame_stride,
+        "short_side": d.short_side, "crop_size": d.crop_size, "method": cfg.method.name,
+        "input_range": [-1.0, 1.0],
+    }
+
+
+def build_method(cfg: ExperimentConfig, num_classes: int) -> Method:
+    """The method of ``cfg.method.name`` around a fresh student."""
+    mc = cfg.method
+    student = build_student(cfg, num_classes)
+    cls = METHODS.get(mc.name)
+    if cls is None:
+        raise VidkdError(
+            f"method '{mc.name}' is not available yet; choose one of {', '.join(METHODS)}"
+        )
+    if cls is SKDSRL:
+        return SKDSRL(student, mc.tau, mc.alpha, mc.beta, mc.projector_dim, mc.predictor_hidden)
+    if cls is SelfKD:
+        return SelfKD(student, mc.tau, mc.alpha, mc.kd_tau_squared)
+    if cls is KD:
+        if not mc.teacher.checkpoint:
+            raise VidkdError(
+                "method 'kd' needs a trained teacher: set method.teacher.checkpoint to a "
+                "student.safetensors written by `vidkd train` (e.g. runs/<teacher>/student.safetensors)"
+            )
+        teacher, description = load_student(Path(mc.teacher.checkpoint).expanduser())
+        if description["num_classes"] != num_classes:
+            raise VidkdError(
+                f"teacher {mc.teacher.checkpoint} has {description['num_classes']} classes, "
+                f"the dataset {num_classes}; train the teacher on the same dataset"
+            )
+        return KD(student, teacher, mc.tau, mc.alpha, mc.kd_tau_squared)
+    return cls(student)
+
+
+def augment_config(cfg: ExperimentConfig, method: Method) -> AugmentConfig:
+    """Full SPEC set or crop + flip, per the method's default unless the config says."""
+    section = cfg.method.augment
+    full = method.full_augment if section.full is None else section.full
+    if not full:
+        return flip_only()
+    return AugmentConfig(p=section.p, invert=section.invert, noise=section.noise)
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+    train_sampler: DistributedSampler | None
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def build_loaders(
+    cfg: ExperimentConfig, splits: DataSplits, num_views: int, dist_info: distributed.DistInfo,
+    pin_memory: bool,
+) -> Loaders:
+    d = cfg.data
+    spec = ClipSpec(d.clip_len, d.frame_stride, d.short_side, d.crop_size)
+    seed = cfg.train.seed
+    train_set = VideoClipDataset(splits.train, spec, "train", num_views, d.same_clip, seed=seed)
+    val_set = VideoClipDataset(splits.val, spec, "test", num_clips=d.val_clips)
+    test_set = VideoClipDataset(
+        splits.test, spec, "test", num_clips=cfg.eval.test_clips or d.test_clips
+    )
+    if dist_info.enabled:  # evaluation shards without padding; metrics are summed over ranks
+        val_set = Subset(val_set, range(dist_info.rank, len(val_set), dist_info.world_size))
+        test_set = Subset(test_set, range(dist_info.rank, len(test_set), dist_info.world_size))
+        train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
+        sampler: Any = train_sampler
+    else:
+        train_sampler = None
+        sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
+    common = {
+        "num_workers": d.num_workers, "collate_fn": collate, "pin_memory": pin_memory,
+        "worker_init_fn": _worker_init, "persistent_workers": False,
+    }
+    if d.num_workers > 0:
+        common["prefetch_factor"] = 4
+    batch = cfg.train.batch_size
+    drop_last = len(train_set) // dist_info.world_size >= 2 * batch
+    return Loaders(
+        train=DataLoader(train_set, batch, sampler=sampler, drop_last=drop_last, **common),
+        val=DataLoader(val_set, cfg.eval.batch_size, shuffle=False, **common),
+        test=DataLoader(test_set, cfg.eval.batch_size, shuffle=False, **common),
+        train_sampler=train_sampler,
+    )
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object a line) plus TensorBoard scalars; rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def write(self, record: dict[str, Any], step: int, prefix: str) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                self.writer.add_scalar(f"{prefix}/{key}", value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _unwrap(model: torch.nn.Module) -> Method:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def train(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train one experiment; returns the final summary (also written to ``results.json``)."""
+    device = distributed.resolve_device(
+        cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))
+    )
+    dist_info = distributed.init_distributed(device)
+    is_main = dist_info.is_main
+    run_dir = run_dir_of(cfg)
+    ensure_writable(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    if not resume and is_main and latest_checkpoint(ckpt_dir) is not None:
+        raise VidkdError(
+            f"{run_dir} already holds a run; pass --resume to continue it, or choose another "
+            "name with --set name=NEW or another --set train.out_dir"
+        )
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed + dist_info.rank)
+
+    splits = build_splits(cfg.data, seed=cfg.train.seed, progress=progress and is_main)
+    num_classes = len(splits.classes)
+    method = build_method(cfg, num_classes).to(device)
+    if cfg.train.channels_last:
+        method = method.to(memory_format=torch.channels_last_3d)
+    loaders = build_loaders(cfg, splits, method.num_views, dist_info, device.type == "cuda")
+    augment = ClipAugment(augment_config(cfg, method))
+    augment_rng = torch.Generator(device=device).manual_seed(cfg.train.seed * 7919 + dist_info.rank)
+
+    trainable = [p for p in method.parameters() if p.requires_grad]
+    o = cfg.optim
+    optimizer = torch.optim.SGD(
+        trainable, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="max", factor=o.plateau_factor, patience=o.plateau_patience, min_lr=o.min_lr
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
+    model: torch.nn.Module = method
+    if dist_info.enabled:
+        model = DistributedDataParallel(
+            method, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    start_epoch, best_val, best_epoch, failed_seen = 0, -1.0, -1, set()
+    if resume:
+        checkpoint = latest_checkpoint(ckpt_dir)
+        if checkpoint is None:
+            raise VidkdError(f"--resume: {ckpt_dir} has no checkpoint; start the run without --resume")
+        weights, state = load_checkpoint(checkpoint)
+        method.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        augment_rng.set_state(state["augment_rng"])
+        start_epoch, best_val, best_epoch = state["epoch"] + 1, state["best_val"], state["best_epoch"]
+        failed_seen = set(state.get("failed", []))
+        if isinstance(method, SelfKD):
+            method.refreshes = state.get("refreshes", 0)
+        log.info("resumed from %s (epoch %d)", checkpoint, state["epoch"] + 1)
+    if is_main:
+        dump_config(cfg, run_dir / "config.yaml")
+    metrics = MetricsLog(run_dir, is_main)
+    description = model_description(cfg, splits.classes)
+    if is_main:
+        log.info(
+            "%s: %s on %s, %d train / %d val / %d test videos, %d classes, device %s x%d",
+            cfg.name, cfg.method.name, cfg.data.dataset, len(splits.train), len(splits.val),
+            len(splits.test), num_classes, device, dist_info.world_size,
+        )
+
+    step = start_epoch * len(loaders.train)
+    epoch_times: list[float] = []
+    for epoch in range(start_epoch, cfg.train.epochs):
+        loaders.train.dataset.set_epoch(epoch)
+        if loaders.train_sampler is not None:
+            loaders.train_sampler.set_epoch(epoch)
+        else:
+            loaders.train.sampler.generator.manual_seed(cfg.train.seed * 100003 + epoch)
+        model.train()
+        totals: dict[str, float] = {}
+        batches, clips_seen, epoch_failed = 0, 0, []
+        started = time.perf_counter()
+        bar = tqdm(
+            loaders.train, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (progress and is_main),
+            leave=False, mininterval=1, dynamic_ncols=True,
+        )
+        for batch in bar:
+            epoch_failed.extend(batch["failed"])
+            clips = batch["clips"]  # (N, V, T, H, W, C) uint8
+            labels = batch["label"].to(device, non_blocking=True)
+            inputs = to_model_input(clips.flatten(0, 1), device, cfg.train.channels_last)
+            with torch.no_grad():
+                inputs = augment(inputs, generator=augment_rng)
+            with _autocast(device, cfg.train.precision):
+                losses = model(inputs, labels)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise VidkdError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}; lower optim.lr "
+                    "(e.g. --set optim.lr=0.001) or use train.precision=fp32"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            batches += 1
+            step += 1
+            clips_seen += inputs.shape[0]
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + float(value.detach())
+            rate = clips_seen / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{totals['loss'] / batches:.3f}", clips_s=f"{rate:.1f}")
+            if is_main and step % cfg.train.log_every == 0:
+                metrics.write(
+                    {"kind": "step", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                     **{k: float(v.detach()) for k, v in losses.items()}}, step, "step",
+                )
+        bar.close()
+        epoch_seconds = time.perf_counter() - started
+        epoch_times.append(epoch_seconds)
+
+        new_failures = sorted(set(epoch_failed) - failed_seen)
+        for failure in new_failures:
+            log.warning("unreadable video skipped: %s", failure)
+        failed_seen.update(epoch_failed)
+        failed_fraction = len(failed_seen) / len(splits.train)
+        if failed_fraction > cfg.data.max_failed_fraction:
+            raise VidkdError(
+                f"{len(failed_seen)} of {len(splits.train)} training videos failed to decode "
+                f"({failed_fraction:.1%} > data.max_failed_fraction={cfg.data.max_failed_fraction}); "
+                "run `vidkd check` on the dataset and pass its skip list as data.skip_list"
+            )
+
+        record: dict[str, Any] = {
+            "kind": "epoch", "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
+            **{f"train_{k}": v / max(batches, 1) for k, v in totals.items()},
+            "epoch_seconds": epoch_seconds, "clips_per_second": clips_seen / epoch_seconds,
+            "failed_videos": len(failed_seen),
+        }
+        if (epoch + 1) % cfg.train.val_every == 0 or epoch + 1 == cfg.train.epochs:
+            val = evaluate(
+                method.student, loaders.val, num_classes, device, cfg.train.precision,
+                cfg.train.channels_last,
+            )
+            improved = val.video_top1 > best_val
+            scheduler.step(val.video_top1)
+            method.on_validation(improved)
+            if improved:
+                best_val, best_epoch = val.video_top1, epoch + 1
+                if is_main:
+                    save_student(run_dir / "best_student.safetensors", method.student, description)
+            record.update({"val_video_top1": val.video_top1, "val_clip_top1": val.clip_top1,
+                           "best_val_video_top1": best_val})
+        if is_main:
+            metrics.write(record, epoch + 1, "epoch")
+            save_checkpoint(
+                ckpt_dir, epoch + 1, method.state_dict(),
+                {
+                    "epoch": epoch, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "rng": rng_state(), "augment_rng": augment_rng.get_state(),
+                    "best_val": best_val, "best_epoch": best_epoch,
+                    "failed": sorted(failed_seen),
+                    "refreshes": getattr(method, "refreshes", 0),
+                },
+                keep=cfg.train.keep_checkpoints,
+            )
+            tqdm.write(
+                f"epoch {epoch + 1:3d}  loss {record.get('train_loss', math.nan):.4f}  "
+                f"val video top-1 {record.get('val_video_top1', math.nan):6.2f}%  "
+                f"lr {record['lr']:.2g}  {epoch_seconds:.1f}s  ({record['clips_per_second']:.1f} clips/s)"
+                + (f"  skipped videos: {len(failed_seen)}" if failed_seen else "")
+            )
+        distributed.barrier()
+
+    # ship the last student, then score the best-validation student on the test split
+    if is_main:
+        save_student(run_dir / "student.safetensors", method.student, description)
+    distributed.barrier()
+    best_path = run_dir / "best_student.safetensors"
+    if best_path.is_file():
+        best_student, _ = load_student(best_path, device)
+        if cfg.train.channels_last:
+            best_student = best_student.to(memory_format=torch.channels_last_3d)
+    else:
+        best_student = method.student
+    test = evaluate(
+        best_student, loaders.test, num_classes, device, cfg.train.precision,
+        cfg.train.channels_last, progress=progress and is_main, description="test",
+    )
+    summary = summarize(cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen))
+    if is_main:
+        (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+        metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
+    metrics.close()
+    return summary
+
+
+def summarize(
+    cfg: ExperimentConfig, splits: DataSplits, test: EvalResult, best_epoch: int, best_val: float,
+    epoch_times: list[float], failed: list[str],
+) -> dict[str, Any]:
+    return {
+        "name": cfg.name,
+        "method": cfg.method.name,
+        "dataset": cfg.data.dataset,
+        "model": f"3D ResNet-{cfg.model.depth} (width x{cfg.model.width_multiplier})",
+        "epochs": cfg.train.epochs,
+        "best_epoch": best_epoch,
+        "best_val_video_top1": best_val,
+        "test": test.as_dict(),
+        "paper_top1": cfg.paper.top1,
+        "mean_epoch_seconds": float(np.mean(epoch_times)) if epoch_times else None,
+        "failed_videos": failed,
+        "notes": splits.notes,
+        "config": config_to_dict(cfg),
+    }
+
+
+def evaluate_student(
+    cfg: ExperimentConfig, checkpoint: Path, progress: bool = True
+) -> tuple[EvalResult, dict[str, Any]]:
+    """Score a shipped student on the test split of ``cfg.data`` (``vidkd eval``)."""
+    device = distributed.resolve_device(cfg.train.device)
+    student, description = load_student(checkpoint, device)
+    splits = build_splits(cfg.data, seed=cfg.train.seed, progress=progress)
+    if description["num_classes"] != len(splits.classes):
+        raise VidkdError(
+            f"{checkpoint} predicts {description['num_classes']} classes but the dataset has "
+            f"{len(splits.classes)}; evaluate it with the config it was trained with"
+        )
+    if cfg.train.channels_last:
+        student = student.to(memory_format=torch.channels_last_3d)
+    d = cfg.data
+    spec = ClipSpec(d.clip_len, d.frame_stride, d.short_side, d.crop_size)
+    test_set = VideoClipDataset(splits.test, spec, "test", num_clips=cfg.eval.test_clips or d.test_clips)
+    loader = DataLoader(
+        test_set, cfg.eval.batch_size, shuffle=False, num_workers=d.num_workers, collate_fn=collate,
+        worker_init_fn=_worker_init,
+    )
+    result = evaluate(
+        student, loader, len(splits.classes), device, cfg.train.precision, cfg.train.channels_last,
+        progress=progress, description="test",
+    )
+    return result, description
+
