@@ -14,8 +14,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+DEMO_RUNS ?= runs
+
 demo: $(STAMP)
-	$(BIN)/vidkd demo
+	@start=$$(date +%s); \
+	$(BIN)/vidkd train -c configs/demo/baseline.yaml --set train.out_dir=$(DEMO_RUNS) --overwrite -q && \
+	$(BIN)/vidkd train -c configs/demo/skd_srl.yaml --set train.out_dir=$(DEMO_RUNS) --overwrite -q && \
+	echo && $(BIN)/vidkd compare $(DEMO_RUNS)/demo-baseline $(DEMO_RUNS)/demo-skd_srl && \
+	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -3,8 +3,8 @@
     vidkd train --config configs/demo/skd_srl.yaml [--set optim.lr=0.05] [--resume]
     vidkd eval RUN_DIR | --config C --checkpoint runs/x/student.safetensors
     vidkd compare RUN_DIR [RUN_DIR ...]
-    vidkd prepare SRC DST --short-side 128
-    vidkd check DATASET
+    vidkd prepare SRC DST --short-side 128 [--workers N]
+    vidkd check DATASET | --config C [--report vidkd-check.tsv] [--skip-list PATH]
 
 User errors (missing files, bad keys, empty datasets, unwritable outputs) print one line
 naming the thing and the fix, and exit with status 2; they never show a traceback.
@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vidkd.engine.train import train
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, resume=args.resume, progress=not args.quiet)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     test = summary["test"]
     print(f"{summary['name']}: {summary['method']} on {summary['dataset']}, {summary['model']}")
     print(f"  video top-1 ({test['protocol']}): {test['video_top1']:.2f}%   "
@@ -85,6 +85,51 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from vidkd.data.prepare import prepare_dataset
+
+    report = prepare_dataset(
+        Path(args.src), Path(args.dst), args.short_side, args.workers, progress=not args.quiet,
+        codec=args.codec, crf=args.crf, gop=args.gop,
+    )
+    report_path = Path(args.report) if args.report else report.dst / "prepare-report.tsv"
+    report.write(report_path)
+    print(f"{report.dst}: {report.transcoded} videos transcoded, {report.skipped} already done, "
+          f"{len(report.failed)} failed, {report.copied} annotation files copied "
+          f"({report.frames} frames, {report.seconds:.1f}s)")
+    for source, problem in report.failed.items():
+        print(f"  failed: {source}: {problem}")
+    if report.failed:
+        print(f"  report: {report_path}")
+    return 0 if report.ok else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from vidkd.data.check import check_config, check_directory
+
+    if args.config:
+        if args.dataset:
+            raise VidkdError("vidkd check takes a DATASET folder or --config, not both")
+        from vidkd.config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        report = check_config(cfg.data, args.workers, progress=not args.quiet)
+    elif args.dataset:
+        report = check_directory(Path(args.dataset), args.workers, progress=not args.quiet)
+    else:
+        raise VidkdError("vidkd check needs a DATASET folder or --config CONFIG")
+    report.write(Path(args.report))
+    if args.skip_list:
+        report.write_skip_list(Path(args.skip_list))
+    print(f"{report.source}: {report.checked} videos decoded ({report.frames} frames, "
+          f"{report.seconds:.1f}s), {len(report.problems)} unreadable")
+    for path, problem in report.problems.items():
+        print(f"  {path}: {problem}")
+    if not report.ok:
+        print(f"  report: {args.report}; skip them in training with --set data.skip_list={args.report}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidkd",
@@ -95,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one experiment config")
     _add_config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    mode.add_argument("--overwrite", action="store_true", help="delete an earlier run of this name first")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -110,6 +157,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="table of finished runs side by side")
     p.add_argument("run_dirs", nargs="+", help="run directories holding results.json")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("prepare", help="transcode a dataset to small H.264 files for fast decoding")
+    p.add_argument("src", help="the dataset's video root (class folders, any depth)")
+    p.add_argument("dst", help="where the mirrored, transcoded tree goes (resumable)")
+    p.add_argument("--short-side", type=int, default=128, help="shorter side in pixels (even)")
+    p.add_argument("--workers", "-j", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--codec", default=None, help="encoder (default: libx264, else mpeg4)")
+    p.add_argument("--crf", type=int, default=18, help="libx264 constant rate factor")
+    p.add_argument("--gop", type=int, default=16, help="frames between key frames (seek cost)")
+    p.add_argument("--report", help="TSV of failed sources (default: DST/prepare-report.tsv)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("check", help="decode every video; report the unreadable ones (exit 1)")
+    p.add_argument("dataset", nargs="?", help="a folder of videos (any depth), or use --config")
+    _add_config_args(p, required=False)
+    p.add_argument("--report", default="vidkd-check.tsv",
+                   help="TSV 'path<TAB>problem' of unreadable videos; doubles as data.skip_list "
+                        "(default: %(default)s)")
+    p.add_argument("--skip-list", help="also write the unreadable paths alone, one a line")
+    p.add_argument("--workers", "-j", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_check)
     return parser
 
 

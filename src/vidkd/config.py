@@ -79,6 +79,7 @@ class AugmentSection:
     """SPEC augmentation set; ``full: false`` keeps crop + flip only, ``null`` the method's default."""
 
     full: bool | None = None
+    flip: bool = True  # off for datasets whose labels change under a mirror
     p: float = 0.5
     invert: bool = False
     noise: bool = False

@@ -10,11 +10,13 @@ best-validation student is scored on the test split and shipped as
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,8 +129,8 @@ def augment_config(cfg: ExperimentConfig, method: Method) -> AugmentConfig:
     section = cfg.method.augment
     full = method.full_augment if section.full is None else section.full
     if not full:
-        return flip_only()
-    return AugmentConfig(p=section.p, invert=section.invert, noise=section.noise)
+        return dataclasses.replace(flip_only(), p=section.p, flip=section.flip)
+    return AugmentConfig(p=section.p, flip=section.flip, invert=section.invert, noise=section.noise)
 
 
 @dataclass
@@ -210,20 +212,29 @@ def _unwrap(model: torch.nn.Module) -> Method:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def train(cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train one experiment; returns the final summary (also written to ``results.json``)."""
+def train(
+    cfg: ExperimentConfig, resume: bool = False, progress: bool = True, overwrite: bool = False
+) -> dict[str, Any]:
+    """Train one experiment; returns the final summary (also written to ``results.json``).
+
+    ``resume`` continues from the run's last checkpoint; ``overwrite`` deletes an earlier run
+    of the same name first; with neither, an existing run is an error.
+    """
     device = distributed.resolve_device(
         cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))
     )
     dist_info = distributed.init_distributed(device)
     is_main = dist_info.is_main
     run_dir = run_dir_of(cfg)
+    if overwrite and is_main and run_dir.is_dir():
+        shutil.rmtree(run_dir)
+    distributed.barrier()
     ensure_writable(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     if not resume and is_main and latest_checkpoint(ckpt_dir) is not None:
         raise VidkdError(
-            f"{run_dir} already holds a run; pass --resume to continue it, or choose another "
-            "name with --set name=NEW or another --set train.out_dir"
+            f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to start "
+            "over, or choose another name with --set name=NEW"
         )
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)

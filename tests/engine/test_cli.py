@@ -1,0 +1,68 @@
+"""The `vidkd` command: train, eval, compare, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from conftest import tiny_config
+
+from vidkd.cli import main
+
+
+def write_config(path, values) -> str:
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_eval_compare(tmp_path, synthetic_cache, capsys):
+    base = write_config(tmp_path / "b.yaml", tiny_config(synthetic_cache, tmp_path / "runs", "b"))
+    code, out, _ = run_cli(capsys, "train", "-c", base, "-q", "--set", "train.epochs=1")
+    assert code == 0 and "video top-1 (2 clips x 1 centre crop)" in out
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path / "runs" / "b"), "-q",
+                           "--json", str(tmp_path / "eval.json"))
+    assert code == 0
+    assert "video top-1 (2 clips x 1 centre crop)" in out and "clip top-1" in out
+    assert "video top-3" in out  # 3 classes: top-5 is reported as top-3
+    assert (tmp_path / "eval.json").is_file()
+    code, out, _ = run_cli(capsys, "compare", str(tmp_path / "runs" / "b"))
+    assert code == 0 and "video top-1" in out and "baseline" in out
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing_config", "unknown_key", "empty_dataset", "unwritable_output", "missing_run"],
+)
+def test_bad_input_is_one_clear_line(tmp_path, synthetic_cache, capsys, case):
+    if case == "missing_config":
+        argv = ["train", "-c", str(tmp_path / "nope.yaml")]
+        expect = "nope.yaml"
+    elif case == "unknown_key":
+        values = tiny_config(synthetic_cache, tmp_path)
+        values["train"]["epohcs"] = 3
+        argv = ["train", "-c", write_config(tmp_path / "x.yaml", values)]
+        expect = "did you mean 'train.epochs'"
+    elif case == "empty_dataset":
+        (tmp_path / "empty" / "classA").mkdir(parents=True)
+        values = tiny_config(synthetic_cache, tmp_path)
+        values["data"].update({"dataset": "folder", "root": str(tmp_path / "empty")})
+        argv = ["train", "-c", write_config(tmp_path / "x.yaml", values)]
+        expect = "no videos found"
+    elif case == "unwritable_output":
+        (tmp_path / "a_file").write_text("not a directory")
+        values = tiny_config(synthetic_cache, tmp_path / "a_file" / "runs")
+        argv = ["train", "-c", write_config(tmp_path / "x.yaml", values)]
+        expect = "not writable"
+    else:
+        argv = ["eval", str(tmp_path / "no-run")]
+        expect = "no config.yaml"
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
+    assert len(lines) == 1 and expect in lines[0], err
+    assert "Traceback" not in err + out

@@ -1,0 +1,89 @@
+"""The training loop end to end on tiny inputs: outputs, resume, refusal to overwrite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+from safetensors.torch import load_file
+
+from vidkd.config import config_from_dict, load_config
+from vidkd.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from vidkd.engine.train import train
+from vidkd.errors import VidkdError
+
+
+def test_run_writes_every_output(tmp_path, synthetic_cache):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path))
+    summary = train(cfg, progress=False)
+    run = tmp_path / "tiny"
+    assert load_config(run / "config.yaml") == cfg
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("epoch") == 2 and kinds[-1] == "test" and "step" in kinds
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    assert all("val_video_top1" in r and r["train_loss"] > 0 for r in epochs)
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert latest_checkpoint(run / "checkpoints").name == "epoch_0002"
+    assert (run / "student.safetensors").is_file() and (run / "best_student.safetensors").is_file()
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["test"]["protocol"] == "2 clips x 1 centre crop"
+    assert saved["test"]["num_videos"] == 6  # 3 classes x 2 test videos
+    assert 0.0 <= summary["test"]["video_top1"] <= 100.0
+
+
+def test_existing_run_is_not_overwritten(tmp_path, synthetic_cache):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(cfg, progress=False)
+    with pytest.raises(VidkdError, match="--resume"):
+        train(cfg, progress=False)
+
+
+def test_resume_continues_exactly(tmp_path, synthetic_cache):
+    """A run killed after epoch 1 and resumed ends with the same weights as an unbroken run."""
+    full = config_from_dict(tiny_config(synthetic_cache, tmp_path / "a", method={"name": "skd_srl",
+                            "projector_dim": 32, "predictor_hidden": 8}))
+    train(full, progress=False)
+    first = config_from_dict(tiny_config(synthetic_cache, tmp_path / "b", train={"epochs": 1},
+                             method={"name": "skd_srl", "projector_dim": 32, "predictor_hidden": 8}))
+    train(first, progress=False)
+    resumed = config_from_dict(tiny_config(synthetic_cache, tmp_path / "b", method={
+        "name": "skd_srl", "projector_dim": 32, "predictor_hidden": 8}))
+    train(resumed, resume=True, progress=False)
+    a = load_file(str(tmp_path / "a" / "tiny" / "student.safetensors"))
+    b = load_file(str(tmp_path / "b" / "tiny" / "student.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    log = (tmp_path / "b" / "tiny" / "metrics.jsonl").read_text()
+    assert [json.loads(line)["epoch"] for line in log.splitlines()
+            if json.loads(line)["kind"] == "epoch"] == [1, 2]
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, synthetic_cache):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path))
+    with pytest.raises(VidkdError, match="no checkpoint"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_checkpoint_is_never_half_written(tmp_path, monkeypatch):
+    directory = tmp_path / "ckpt"
+    save_checkpoint(directory, 1, {"w": torch.ones(3)}, {"epoch": 0})
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(directory, 2, {"w": torch.zeros(3)}, {"epoch": 1})
+    monkeypatch.undo()
+    last = latest_checkpoint(directory)
+    assert last.name == "epoch_0001"
+    weights, state = load_checkpoint(last)
+    assert torch.equal(weights["w"], torch.ones(3)) and state["epoch"] == 0
+    save_checkpoint(directory, 2, {"w": torch.zeros(3)}, {"epoch": 1}, keep=1)
+    assert latest_checkpoint(directory).name == "epoch_0002"
+    assert sorted(p.name for p in directory.iterdir() if p.is_dir()) == ["epoch_0002"]
