@@ -59,7 +59,7 @@ def ensure_writable(directory: Path) -> None:
     """Create ``directory`` and prove it is writable, or say how to fix it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write-test"
+        probe = directory / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
@@ -212,6 +212,16 @@ def _unwrap(model: torch.nn.Module) -> Method:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def _note_failures(failed_seen: dict[str, str], failures: list[str]) -> None:
+    """Log each unreadable video once; ``failures`` are ``"<path>: <reason>"``, keyed by path
+    (a video can fail with another reason at another clip position)."""
+    for failure in sorted(failures):
+        path = failure.split(": ", 1)[0]
+        if path not in failed_seen:
+            log.warning("unreadable video skipped: %s", failure)
+            failed_seen[path] = failure
+
+
 def train(
     cfg: ExperimentConfig, resume: bool = False, progress: bool = True, overwrite: bool = False
 ) -> dict[str, Any]:
@@ -231,7 +241,7 @@ def train(
     distributed.barrier()
     ensure_writable(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    if not resume and is_main and latest_checkpoint(ckpt_dir) is not None:
+    if not resume and latest_checkpoint(ckpt_dir) is not None:
         raise VidkdError(
             f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to start "
             "over, or choose another name with --set name=NEW"
@@ -240,7 +250,11 @@ def train(
         torch.set_num_threads(cfg.train.threads)
     seed_everything(cfg.train.seed + dist_info.rank)
 
+    if not is_main:  # rank 0 indexes (and, for the embedded dataset, generates) first
+        distributed.barrier()
     splits = build_splits(cfg.data, seed=cfg.train.seed, progress=progress and is_main)
+    if is_main:
+        distributed.barrier()
     num_classes = len(splits.classes)
     method = build_method(cfg, num_classes).to(device)
     if cfg.train.channels_last:
@@ -264,7 +278,8 @@ def train(
             method, device_ids=[device.index] if device.type == "cuda" else None
         )
 
-    start_epoch, best_val, best_epoch, failed_seen = 0, -1.0, -1, set()
+    start_epoch, best_val, best_epoch = 0, -1.0, -1
+    failed_seen: dict[str, str] = {}  # path -> "<path>: <reason>", train + val + test
     if resume:
         checkpoint = latest_checkpoint(ckpt_dir)
         if checkpoint is None:
@@ -277,7 +292,7 @@ def train(
         set_rng_state(state["rng"])
         augment_rng.set_state(state["augment_rng"])
         start_epoch, best_val, best_epoch = state["epoch"] + 1, state["best_val"], state["best_epoch"]
-        failed_seen = set(state.get("failed", []))
+        failed_seen = {failure.split(": ", 1)[0]: failure for failure in state.get("failed", [])}
         if isinstance(method, SelfKD):
             method.refreshes = state.get("refreshes", 0)
         log.info("resumed from %s (epoch %d)", checkpoint, state["epoch"] + 1)
@@ -343,17 +358,7 @@ def train(
         epoch_seconds = time.perf_counter() - started
         epoch_times.append(epoch_seconds)
 
-        new_failures = sorted(set(epoch_failed) - failed_seen)
-        for failure in new_failures:
-            log.warning("unreadable video skipped: %s", failure)
-        failed_seen.update(epoch_failed)
-        failed_fraction = len(failed_seen) / len(splits.train)
-        if failed_fraction > cfg.data.max_failed_fraction:
-            raise VidkdError(
-                f"{len(failed_seen)} of {len(splits.train)} training videos failed to decode "
-                f"({failed_fraction:.1%} > data.max_failed_fraction={cfg.data.max_failed_fraction}); "
-                "run `vidkd check` on the dataset and pass its skip list as data.skip_list"
-            )
+        _note_failures(failed_seen, epoch_failed)
 
         record: dict[str, Any] = {
             "kind": "epoch", "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
@@ -366,6 +371,7 @@ def train(
                 method.student, loaders.val, num_classes, device, cfg.train.precision,
                 cfg.train.channels_last,
             )
+            _note_failures(failed_seen, val.failed)
             improved = val.video_top1 > best_val
             scheduler.step(val.video_top1)
             method.on_validation(improved)
@@ -375,6 +381,15 @@ def train(
                     save_student(run_dir / "best_student.safetensors", method.student, description)
             record.update({"val_video_top1": val.video_top1, "val_clip_top1": val.clip_top1,
                            "best_val_video_top1": best_val})
+        record["failed_videos"] = len(failed_seen)
+        read = len(splits.train) + len(splits.val)
+        if len(failed_seen) / read > cfg.data.max_failed_fraction:
+            raise VidkdError(
+                f"{len(failed_seen)} of {read} videos (train + validation) failed to decode "
+                f"({len(failed_seen) / read:.1%} > data.max_failed_fraction="
+                f"{cfg.data.max_failed_fraction}); run `vidkd check` on the dataset and pass its "
+                "report as data.skip_list"
+            )
         if is_main:
             metrics.write(record, epoch + 1, "epoch")
             save_checkpoint(
@@ -384,7 +399,7 @@ def train(
                     "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                     "rng": rng_state(), "augment_rng": augment_rng.get_state(),
                     "best_val": best_val, "best_epoch": best_epoch,
-                    "failed": sorted(failed_seen),
+                    "failed": sorted(failed_seen.values()),
                     "refreshes": getattr(method, "refreshes", 0),
                 },
                 keep=cfg.train.keep_checkpoints,
@@ -412,7 +427,10 @@ def train(
         best_student, loaders.test, num_classes, device, cfg.train.precision,
         cfg.train.channels_last, progress=progress and is_main, description="test",
     )
-    summary = summarize(cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen))
+    _note_failures(failed_seen, test.failed)
+    summary = summarize(
+        cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen.values())
+    )
     if is_main:
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
         metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
