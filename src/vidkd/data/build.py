@@ -131,10 +131,11 @@ def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataS
     train, test = train_index.records, test_index.records
     skipped = 0
     if cfg.skip_list:
-        skip = read_skip_list(Path(cfg.skip_list).expanduser())
+        # compare resolved paths so that `vidkd check ../x` matches a config naming /abs/x
+        skip = {Path(p).resolve() for p in read_skip_list(Path(cfg.skip_list).expanduser())}
         before = len(train) + len(test)
-        train = [r for r in train if str(r.path) not in skip]
-        test = [r for r in test if str(r.path) not in skip]
+        train = [r for r in train if r.path.resolve() not in skip]
+        test = [r for r in test if r.path.resolve() not in skip]
         skipped = before - len(train) - len(test)
         notes.append(f"{skipped} videos excluded by skip list {cfg.skip_list}")
     if not train:
