@@ -136,6 +136,7 @@ def load_student(path: Path, device: str | torch.device = "cpu") -> tuple[ResNet
         shortcut=description["shortcut"],
         no_max_pool=description["no_max_pool"],
         width_multiplier=description["width_multiplier"],
+        dropout=description.get("dropout", 0.0),
     )
     model.load_state_dict(load_file(str(path), device=str(device)))
     return model.to(device), description

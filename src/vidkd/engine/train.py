@@ -89,7 +89,7 @@ def model_description(cfg: ExperimentConfig, classes: list[str]) -> dict[str, An
     return {
         "depth": m.depth, "num_classes": len(classes), "shortcut": m.shortcut,
         "no_max_pool": m.no_max_pool, "width_multiplier": m.width_multiplier,
-        "classes": classes, "clip_len": d.clip_len, "frame_stride": d.frame_stride,
+        "dropout": m.dropout, "classes": classes, "clip_len": d.clip_len, "frame_stride": d.frame_stride,
         "short_side": d.short_side, "crop_size": d.crop_size, "method": cfg.method.name,
         "input_range": [-1.0, 1.0],
     }

@@ -31,7 +31,3 @@ class Method(nn.Module):
 
     def on_validation(self, improved: bool) -> None:
         """Called after each validation with whether validation top-1 improved."""
-
-    def student_state_dict(self) -> dict[str, Tensor]:
-        """The weights that are shipped: the student alone (Hara's names)."""
-        return self.student.state_dict()
