@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import av
@@ -16,12 +15,6 @@ from vidkd.data.records import VideoRecord
 from vidkd.data.sampling import random_clip, uniform_clips
 from vidkd.data.synthetic import write_video
 from vidkd.data.transforms import to_model_input
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(
-    not SHARED.exists() and not os.environ.get("CI"),
-    reason="../shared/data is absent (real benchmark samples)",
-)
 
 
 def numbered_video(path: Path, num_frames: int = 40, size: int = 48) -> Path:
@@ -56,9 +49,8 @@ def test_short_video_is_loop_padded_and_resized(tmp_path):
     assert [frame_index(f) for f in clip] == [0, 1, 2, 3, 4, 0, 1, 2]
 
 
-@needs_shared
-def test_seek_matches_whole_video_decode_on_real_ucf101():
-    path = sorted((SHARED / "ucf101-mini").glob("*/*.mp4"))[7]
+def test_seek_matches_whole_video_decode_on_real_ucf101(shared):
+    path = sorted((shared / "ucf101-mini").glob("*/*.mp4"))[7]
     with av.open(str(path)) as container:
         frames = [f.reformat(width=170, height=128, format="rgb24").to_ndarray()
                   for f in container.decode(video=0)]
@@ -70,10 +62,9 @@ def test_seek_matches_whole_video_decode_on_real_ucf101():
                 np.testing.assert_array_equal(clip[i], frames[start + i])
 
 
-@needs_shared
 @pytest.mark.parametrize("relative", ["formats/C3D-keras", "formats/tiny-ucf101", "formats/kth_tejaswinisoni13"])
-def test_real_formats_decode(relative):
-    files = [p for p in sorted((SHARED / relative).rglob("*")) if p.suffix in (".avi", ".mp4")]
+def test_real_formats_decode(shared, relative):
+    files = [p for p in sorted((shared / relative).rglob("*")) if p.suffix in (".avi", ".mp4")]
     assert files
     for path in files[:3]:
         with open_clip_reader(path, short_side=64) as reader:
@@ -81,9 +72,8 @@ def test_real_formats_decode(relative):
         assert clip.shape[0] == 8 and min(clip.shape[1:3]) == 64 and clip.dtype == np.uint8
 
 
-@needs_shared
-def test_frame_folder_backend():
-    folder = next(p for p in sorted((SHARED / "formats" / "RaivoKoot_frames").rglob("*"))
+def test_frame_folder_backend(shared):
+    folder = next(p for p in sorted((shared / "formats" / "RaivoKoot_frames").rglob("*"))
                   if p.is_dir() and list(p.glob("*.jpg")))
     reader = FrameFolderReader(folder, short_side=32)
     clip = reader.read(0, 4)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -20,18 +19,6 @@ from vidkd.data.index import (
 )
 from vidkd.data.records import VideoRecord
 from vidkd.errors import VidkdError
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-@pytest.fixture
-def shared() -> Path:
-    """The real sample data (``../shared/data``): skipped when absent, required under CI."""
-    if not SHARED.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SHARED} is required under CI (real dataset samples)")
-        pytest.skip(f"{SHARED} is absent: the real dataset samples are not in this session")
-    return SHARED
 
 
 def touch(path: Path) -> Path:

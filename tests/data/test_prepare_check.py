@@ -27,19 +27,6 @@ from vidkd.data.prepare import prepare_dataset
 from vidkd.data.synthetic import SyntheticSpec, render_video, write_video
 from vidkd.errors import VidkdError
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-@pytest.fixture
-def shared() -> Path:
-    """The real sample data (``../shared/data``): skipped when absent, required under CI."""
-    if not SHARED.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SHARED} is required under CI (real dataset samples)")
-        pytest.skip(f"{SHARED} is absent: the real dataset samples are not in this session")
-    return SHARED
-
-
 # --------------------------------------------------------------------------- tiny files
 
 

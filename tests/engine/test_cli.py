@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import tiny_config
 
 from vidkd.cli import main
 
@@ -20,7 +19,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_train_eval_compare(tmp_path, synthetic_cache, capsys):
+def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     base = write_config(tmp_path / "b.yaml", tiny_config(synthetic_cache, tmp_path / "runs", "b"))
     code, out, _ = run_cli(capsys, "train", "-c", base, "-q", "--set", "train.epochs=1")
     assert code == 0 and "video top-1 (2 clips x 1 centre crop)" in out
@@ -38,7 +37,7 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys):
     "case",
     ["missing_config", "unknown_key", "empty_dataset", "unwritable_output", "missing_run"],
 )
-def test_bad_input_is_one_clear_line(tmp_path, synthetic_cache, capsys, case):
+def test_bad_input_is_one_clear_line(tmp_path, synthetic_cache, capsys, case, tiny_config):
     if case == "missing_config":
         argv = ["train", "-c", str(tmp_path / "nope.yaml")]
         expect = "nope.yaml"

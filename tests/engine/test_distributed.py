@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_config
 from safetensors.torch import load_file
 
 
 @pytest.mark.timeout(300)
-def test_torchrun_two_processes(tmp_path):
+def test_torchrun_two_processes(tmp_path, tiny_config):
     values = tiny_config(tmp_path / "cache", tmp_path / "runs", "ddp",
                          method={"name": "skd_srl", "projector_dim": 32, "predictor_hidden": 8})
     config = tmp_path / "ddp.yaml"

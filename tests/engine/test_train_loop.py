@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_config
 from safetensors.torch import load_file
 
 from vidkd.config import config_from_dict, load_config
@@ -15,7 +14,7 @@ from vidkd.engine.train import train
 from vidkd.errors import VidkdError
 
 
-def test_run_writes_every_output(tmp_path, synthetic_cache):
+def test_run_writes_every_output(tmp_path, synthetic_cache, tiny_config):
     cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path))
     summary = train(cfg, progress=False)
     run = tmp_path / "tiny"
@@ -35,14 +34,14 @@ def test_run_writes_every_output(tmp_path, synthetic_cache):
     assert 0.0 <= summary["test"]["video_top1"] <= 100.0
 
 
-def test_existing_run_is_not_overwritten(tmp_path, synthetic_cache):
+def test_existing_run_is_not_overwritten(tmp_path, synthetic_cache, tiny_config):
     cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
     train(cfg, progress=False)
     with pytest.raises(VidkdError, match="--resume"):
         train(cfg, progress=False)
 
 
-def test_resume_continues_exactly(tmp_path, synthetic_cache):
+def test_resume_continues_exactly(tmp_path, synthetic_cache, tiny_config):
     """A run killed after epoch 1 and resumed ends with the same weights as an unbroken run."""
     full = config_from_dict(tiny_config(synthetic_cache, tmp_path / "a", method={"name": "skd_srl",
                             "projector_dim": 32, "predictor_hidden": 8}))
@@ -63,7 +62,7 @@ def test_resume_continues_exactly(tmp_path, synthetic_cache):
             if json.loads(line)["kind"] == "epoch"] == [1, 2]
 
 
-def test_resume_without_checkpoint_is_a_clear_error(tmp_path, synthetic_cache):
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, synthetic_cache, tiny_config):
     cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path))
     with pytest.raises(VidkdError, match="no checkpoint"):
         train(cfg, resume=True, progress=False)

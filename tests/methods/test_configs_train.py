@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,16 +10,13 @@ from vidkd.config import load_config
 from vidkd.engine.train import train
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared" / "data"
 TINY = ["model.width_multiplier=0.125", "model.depth=10", "train.epochs=1", "data.clip_len=4",
         "data.short_side=32", "data.crop_size=32", "data.test_clips=1", "data.num_workers=1",
         "method.projector_dim=64", "method.predictor_hidden=16"]
 
 
-@pytest.mark.skipif(not SHARED.exists() and not os.environ.get("CI"),
-                    reason="../shared/data is absent (real UCF101 samples)")
 @pytest.mark.timeout(600)
-def test_every_method_trains_from_its_ucf101_mini_config(tmp_path, monkeypatch):
+def test_every_method_trains_from_its_ucf101_mini_config(tmp_path, monkeypatch, shared):
     monkeypatch.chdir(ROOT)  # the configs name ../shared/data relative to the repository root
     out = [f"train.out_dir={tmp_path}"]
     teacher = train(load_config(ROOT / "configs/ucf101-mini/teacher_r34.yaml",
