@@ -5,6 +5,7 @@ videos per second and the ratio to baseline (SKD-SRL and the KD methods do more 
 video: two views, or a teacher forward).
 
     .venv/bin/python benchmarks/methods.py --depth 18 --width 0.25 --frames 8 --size 56
+    python benchmarks/methods.py --device cuda --precision bf16 --width 1 --frames 16 --size 112
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import torch
 
 from vidkd.data.augment import AugmentConfig, ClipAugment
+from vidkd.engine.evaluate import autocast
 from vidkd.methods import KD, SKDSRL, Baseline, BaselineDA, SelfKD
 from vidkd.models.resnet3d import resnet3d
 
@@ -29,8 +31,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="videos per step")
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--classes", type=int, default=12)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     args = parser.parse_args()
     torch.manual_seed(0)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def student():
         return resnet3d(args.depth, args.classes, width_multiplier=args.width)
@@ -46,25 +57,31 @@ def main() -> None:
     augment = ClipAugment(AugmentConfig())
     results = {}
     for name, method in methods.items():
-        method = method.to(memory_format=torch.channels_last_3d).train()
+        method = method.to(device, memory_format=torch.channels_last_3d).train()
         optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
-        clips = torch.rand(args.batch * method.num_views, 3, args.frames, args.size, args.size) * 2 - 1
+        shape = (args.batch * method.num_views, 3, args.frames, args.size, args.size)
+        clips = torch.rand(shape, device=device) * 2 - 1
         clips = clips.contiguous(memory_format=torch.channels_last_3d)
-        labels = torch.randint(0, args.classes, (args.batch,))
+        labels = torch.randint(0, args.classes, (args.batch,), device=device)
         times = []
-        for step in range(args.steps + 1):
+        for step in range(args.steps + 2):
+            sync()
             start = time.perf_counter()
             inputs = augment(clips) if method.full_augment else clips
-            loss = method(inputs, labels)["loss"]
+            with autocast(device, args.precision):
+                loss = method(inputs, labels)["loss"]
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if step:  # the first step warms up
+            sync()
+            if step >= 2:  # the first steps warm up (cuDNN autotuning)
                 times.append(time.perf_counter() - start)
         times.sort()
         results[name] = args.batch / times[len(times) // 2]
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {torch.get_num_threads()} threads")
     print(f"3D ResNet-{args.depth} x{args.width}, {args.frames}x{args.size}x{args.size} clips, "
-          f"batch {args.batch} videos, median of {args.steps} steps, {torch.get_num_threads()} threads")
+          f"batch {args.batch} videos, median of {args.steps} steps, {args.precision}, {where}")
     print(f"{'method':12s} {'videos/s':>9s} {'cost vs baseline':>17s}")
     for name, rate in results.items():
         print(f"{name:12s} {rate:9.1f} {results['baseline'] / rate:16.2f}x")

@@ -27,8 +27,9 @@ log = logging.getLogger("vidkd")
 def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--config", "-c", required=required, help="experiment YAML under configs/")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override a config field, e.g. --set optim.lr=0.05 (repeatable)",
+        "--set", dest="overrides", action="extend", nargs="+", default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override config fields, e.g. --set optim.lr=0.05 train.epochs=30 (repeatable)",
     )
 
 

@@ -21,8 +21,13 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     base = write_config(tmp_path / "b.yaml", tiny_config(synthetic_cache, tmp_path / "runs", "b"))
-    code, out, _ = run_cli(capsys, "train", "-c", base, "-q", "--set", "train.epochs=1")
+    code, out, _ = run_cli(capsys, "train", "-c", base, "-q", "--set", "train.epochs=1",
+                           "data.test_clips=3", "--set", "eval.test_clips=2")
     assert code == 0 and "video top-1 (2 clips x 1 centre crop)" in out
+    from vidkd.config import load_config
+
+    resolved = load_config(tmp_path / "runs" / "b" / "config.yaml")  # every --set value applied
+    assert (resolved.train.epochs, resolved.data.test_clips, resolved.eval.test_clips) == (1, 3, 2)
     code, out, _ = run_cli(capsys, "eval", str(tmp_path / "runs" / "b"), "-q",
                            "--json", str(tmp_path / "eval.json"))
     assert code == 0

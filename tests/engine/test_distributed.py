@@ -40,3 +40,29 @@ def test_torchrun_two_processes(tmp_path, tiny_config):
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["kind"] == "epoch"]
     assert len(epochs) == 2  # rank 0 alone writes the log
+
+
+def test_single_process_under_torchrun_joins_the_group(monkeypatch):
+    """``torchrun --nproc-per-node 1`` runs the DDP path too (how a user checks NCCL on one GPU)."""
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    from vidkd.engine import distributed
+
+    assert not distributed.init_distributed(torch.device("cpu")).enabled  # plain process
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        info = distributed.init_distributed(torch.device("cpu"))
+        assert info.enabled and info.world_size == 1 and info.is_main
+        assert dist.get_backend() == "gloo"
+        assert distributed.all_reduce_sum(torch.tensor([3.0])).item() == 3.0
+    finally:
+        distributed.cleanup()
+    assert not dist.is_initialized()

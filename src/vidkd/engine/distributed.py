@@ -1,7 +1,9 @@
 """Multi-GPU and multi-node set-up through ``torchrun`` and PyTorch DDP.
 
 ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them the run is a
-single process. NCCL on CUDA, Gloo on CPU.
+single plain process. Under ``torchrun`` the process group is always joined, even with one
+process, so that ``torchrun --nproc-per-node 1`` runs the same DDP path as a multi-GPU job.
+NCCL on CUDA, Gloo on CPU.
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ class DistInfo:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+    enabled: bool = False  # launched by torchrun: DDP model, distributed samplers
 
     @property
     def is_main(self) -> bool:
@@ -40,10 +39,14 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
 
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group that ``torchrun`` describes, if any."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+    info = DistInfo(
+        int(os.environ["RANK"]),
+        int(os.environ.get("LOCAL_RANK", "0")),
+        int(os.environ["WORLD_SIZE"]),
+        enabled=True,
+    )
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":

@@ -56,7 +56,7 @@ class EvalResult:
         ]
 
 
-def _autocast(device: torch.device, precision: str) -> torch.autocast:
+def autocast(device: torch.device, precision: str) -> torch.autocast:
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
@@ -92,7 +92,7 @@ def evaluate(
         labels = batch["label"][valid].to(device)
         videos, num_clips = clips.shape[:2]
         num_videos += videos
-        with _autocast(device, precision):
+        with autocast(device, precision):
             logits = model(to_model_input(clips.flatten(0, 1), device, channels_last))
         probs = logits.float().softmax(dim=1)
         clip_labels = labels.repeat_interleave(num_clips)

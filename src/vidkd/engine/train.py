@@ -43,7 +43,7 @@ from vidkd.engine.checkpoint import (
     save_student,
     set_rng_state,
 )
-from vidkd.engine.evaluate import EvalResult, _autocast, evaluate
+from vidkd.engine.evaluate import EvalResult, autocast, evaluate
 from vidkd.errors import VidkdError
 from vidkd.methods import KD, METHODS, SKDSRL, Method, SelfKD
 from vidkd.models.resnet3d import ResNet3D, resnet3d
@@ -248,6 +248,8 @@ def train(
         )
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    if device.type == "cuda":  # clip shapes are fixed: let cuDNN pick its fastest 3D kernels
+        torch.backends.cudnn.benchmark = True
     seed_everything(cfg.train.seed + dist_info.rank)
 
     if not is_main:  # rank 0 indexes (and, for the embedded dataset, generates) first
@@ -330,7 +332,7 @@ def train(
             inputs = to_model_input(clips.flatten(0, 1), device, cfg.train.channels_last)
             with torch.no_grad():
                 inputs = augment(inputs, generator=augment_rng)
-            with _autocast(device, cfg.train.precision):
+            with autocast(device, cfg.train.precision):
                 losses = model(inputs, labels)
             loss = losses["loss"]
             if not torch.isfinite(loss):

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The CUDA path on one GPU, in one go (about 5 minutes on an H200):
+#   1. the CUDA tests (augmentation on the GPU, AMP bf16/fp16 training, GPU eval);
+#   2. the demo's SKD-SRL run on the GPU in bf16, then resumed for one more epoch;
+#   3. the same run under torchrun (DDP over NCCL, one process per GPU);
+#   4. training-step throughput of every method at the paper's input size, fp32 and bf16.
+# Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (PYTHONPATH=src, or vidkd installed;
+#        BENCH=0 skips step 4)
+set -uo pipefail
+out=${1:-/tmp/vidkd-gpu}
+mkdir -p "$out"
+runs=/tmp/vidkd-gpu-runs
+export VIDKD_CACHE=${VIDKD_CACHE:-/tmp/vidkd-gpu-cache} PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+workers=$(( $(nproc) > 9 ? 8 : $(nproc) - 1 ))
+step() { echo; echo "=== $* ($(date +%T))"; }
+
+step versions
+nvidia-smi -L
+$py -c "import torch, av, kornia, torchmetrics; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| av', av.__version__, '| kornia', kornia.__version__, '| nccl', torch.cuda.nccl.version())"
+
+step "CUDA tests"
+$py -m pytest -q -p no:cacheprovider tests/engine/test_cuda.py tests/data/test_augment.py
+
+step "demo skd_srl on the GPU, bf16, 3 epochs, then --resume to 4"
+demo=(-c configs/demo/skd_srl.yaml --set train.device=cuda train.precision=bf16
+      data.num_workers=$workers train.out_dir=$runs)
+time $py -m vidkd.cli train "${demo[@]}" train.epochs=3 --overwrite -q
+time $py -m vidkd.cli train "${demo[@]}" train.epochs=4 --resume -q
+grep '"kind": "epoch"' $runs/demo-skd_srl/metrics.jsonl | cut -c1-400
+cp $runs/demo-skd_srl/results.json "$out/gpu_results.json"
+
+step "DDP over NCCL through torchrun (1 process)"
+time $py -m torch.distributed.run --standalone --nproc_per_node 1 -m vidkd.cli train "${demo[@]}" \
+    train.epochs=2 name=demo-skd_srl-ddp --overwrite -q
+grep -c '"kind": "epoch"' $runs/demo-skd_srl-ddp/metrics.jsonl
+
+[ "${BENCH:-1}" = 0 ] && exit 0
+step "step throughput, 3D ResNet-18, 16x112x112, batch 32 videos"
+for precision in fp32 bf16; do
+  $py benchmarks/methods.py --device cuda --precision $precision --depth 18 --teacher-depth 50 \
+      --width 1 --frames 16 --size 112 --batch 32 --steps 10 --classes 101
+done
