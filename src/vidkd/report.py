@@ -23,11 +23,11 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 def results_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table; the protocol of the accuracy columns is stated in the header."""
     protocols = sorted({r["test"]["protocol"] for r in results})
-    header = ["run", "method", "model", "epochs", "video top-1", "video top-5", "clip top-1",
+    header = ["run", "method", "model", "augment", "epochs", "video top-1", "video top-5", "clip top-1",
               "paper top-1", "s/epoch"]
     rows = [
         [
-            r["name"], r["method"], r["model"], str(r["epochs"]),
+            r["name"], r["method"], r["model"], r.get("augment", "-"), str(r["epochs"]),
             _fmt(r["test"]["video_top1"]), _fmt(r["test"]["video_top5"]),
             _fmt(r["test"]["clip_top1"]), _fmt(r.get("paper_top1"), ".1f"),
             _fmt(r.get("mean_epoch_seconds"), ".1f"),
@@ -40,7 +40,8 @@ def results_table(results: list[dict[str, Any]]) -> str:
     datasets = sorted({r["dataset"] for r in results})
     lines.append(
         f"test split of {', '.join(datasets)}; accuracy in %, video level = softmax averaged over "
-        f"{' / '.join(protocols)}; top-5 means top-{results[0]['test'].get('top5_k', 5)}"
+        f"{' / '.join(protocols)}; top-5 means top-{results[0]['test'].get('top5_k', 5)}; "
+        "augment = operators besides the random crop"
     )
     for r in results:
         for note in r.get("notes", []):

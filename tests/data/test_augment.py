@@ -306,3 +306,13 @@ def test_runs_on_cuda_with_cuda_generator() -> None:
     cpu_out = aug.apply(clips.cpu(), {k: v.cpu() for k, v in params.items() if k != "noise"})
     gpu_out = aug.apply(clips, {k: v for k, v in params.items() if k != "noise"})
     torch.testing.assert_close(gpu_out.cpu(), cpu_out, rtol=0, atol=1e-4)
+
+
+def test_describe_labels_the_operator_set():
+    assert AugmentConfig().describe() == "SPEC set"
+    assert AugmentConfig(noise=True).describe() == "SPEC set+noise"
+    assert flip_only().describe() == "flip"
+    assert AugmentConfig(flip=False, contrast=False, brightness=False, hue=False, blur=False,
+                         channel_split=False).describe() == "none"
+    assert AugmentConfig(blur=False, p=0.3).describe() == (
+        "flip+contrast+brightness+hue+channel_split (p=0.3)")

@@ -98,6 +98,15 @@ class AugmentConfig:
         """Names of the switched-on operators, in application order."""
         return [name for name in OPERATORS if getattr(self, name)]
 
+    def describe(self) -> str:
+        """A short label for result tables: ``SPEC set``, ``flip``, ``SPEC set+noise``..."""
+        spec_set = [name for name in OPERATORS if getattr(AugmentConfig, name)]
+        ops = self.enabled()
+        if set(spec_set) <= set(ops):
+            ops = ["SPEC set"] + [name for name in ops if name not in spec_set]
+        label = "+".join(ops) or "none"
+        return label if self.p == 0.5 else f"{label} (p={self.p})"
+
 
 def flip_only() -> AugmentConfig:
     """The crop + flip baseline (SPEC method ``baseline``): only horizontal flip is on."""

@@ -433,6 +433,7 @@ def train(
     summary = summarize(
         cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen.values())
     )
+    summary["augment"] = augment.config.describe()
     if is_main:
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
         metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
