@@ -40,9 +40,11 @@ def results_table(results: list[dict[str, Any]]) -> str:
     datasets = sorted({r["dataset"] for r in results})
     lines.append(
         f"test split of {', '.join(datasets)}; accuracy in %, video level = softmax averaged over "
-        f"{' / '.join(protocols)}; top-5 means top-{results[0]['test'].get('top5_k', 5)}; "
-        "augment = operators besides the random crop"
+        f"{' / '.join(protocols)}; augment = operators besides the random crop"
     )
+    top_k = results[0]["test"].get("top5_k", 5)
+    if top_k != 5:
+        lines[-1] += f"; top-5 means top-{top_k} (only {top_k} classes)"
     for r in results:
         for note in r.get("notes", []):
             lines.append(f"note ({r['name']}): {note}")

@@ -37,6 +37,7 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     code, out, _ = run_cli(capsys, "compare", str(tmp_path / "runs" / "b"))
     assert code == 0 and "video top-1" in out and "baseline" in out
     assert "augment" in out and " flip " in out  # baseline: crop + flip
+    assert "top-5 means top-3 (only 3 classes)" in out
 
 
 @pytest.mark.parametrize(
