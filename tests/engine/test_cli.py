@@ -42,7 +42,8 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing_config", "unknown_key", "empty_dataset", "unwritable_output", "missing_run"],
+    ["missing_config", "unknown_key", "empty_dataset", "unwritable_output", "missing_run",
+     "absent_gpu", "bad_device", "missing_teacher", "not_safetensors"],
 )
 def test_bad_input_is_one_clear_line(tmp_path, synthetic_cache, capsys, case, tiny_config):
     if case == "missing_config":
@@ -64,6 +65,26 @@ def test_bad_input_is_one_clear_line(tmp_path, synthetic_cache, capsys, case, ti
         values = tiny_config(synthetic_cache, tmp_path / "a_file" / "runs")
         argv = ["train", "-c", write_config(tmp_path / "x.yaml", values)]
         expect = "not writable"
+    elif case in ("absent_gpu", "bad_device"):
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        device = f"cuda:{gpus}" if case == "absent_gpu" else "gpu"  # one past the last GPU
+        values = tiny_config(synthetic_cache, tmp_path)
+        argv = ["train", "-c", write_config(tmp_path / "x.yaml", values),
+                "--set", f"train.device={device}"]
+        expect = "use --set train.device=cpu" if case == "absent_gpu" else "is not a device"
+    elif case == "missing_teacher":
+        values = tiny_config(synthetic_cache, tmp_path, method={
+            "name": "kd", "teacher": {"checkpoint": str(tmp_path / "teacher.safetensors")}})
+        argv = ["train", "-c", write_config(tmp_path / "x.yaml", values)]
+        expect = "train the teacher first"
+    elif case == "not_safetensors":
+        (tmp_path / "student.safetensors").write_text("not a tensor file")
+        values = tiny_config(synthetic_cache, tmp_path)
+        argv = ["eval", "-c", write_config(tmp_path / "x.yaml", values),
+                "--checkpoint", str(tmp_path / "student.safetensors")]
+        expect = "is not a readable safetensors file"
     else:
         argv = ["eval", str(tmp_path / "no-run")]
         expect = "no config.yaml"

@@ -120,8 +120,14 @@ def read_student_description(path: Path) -> dict[str, Any]:
 
     if not Path(path).is_file():
         raise VidkdError(f"checkpoint {path} not found; pass a student.safetensors written by `vidkd train`")
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as error:  # safetensors raises its own error type for a bad header
+        raise VidkdError(
+            f"{path} is not a readable safetensors file ({type(error).__name__}: {error}); "
+            "pass a student.safetensors written by `vidkd train`"
+        ) from None
     if "vidkd" not in metadata:
         raise VidkdError(f"{path} has no vidkd metadata; it was not written by `vidkd train`")
     return json.loads(metadata["vidkd"])

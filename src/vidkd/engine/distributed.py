@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vidkd.errors import VidkdError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -31,9 +33,22 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     """``auto`` -> the local GPU when there is one, else the CPU."""
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(preference)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise VidkdError(
+            f"train.device={preference!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.index >= count:
+            found = "no CUDA GPU is visible" if count == 0 else f"only {count} CUDA GPU(s) are visible"
+            raise VidkdError(
+                f"train.device={preference} asks for GPU {device.index} but {found} "
+                f"(torch {torch.__version__}); use --set train.device=cpu (or auto)"
+            )
     return device
 
 

@@ -114,7 +114,14 @@ def build_method(cfg: ExperimentConfig, num_classes: int) -> Method:
                 "method 'kd' needs a trained teacher: set method.teacher.checkpoint to a "
                 "student.safetensors written by `vidkd train` (e.g. runs/<teacher>/student.safetensors)"
             )
-        teacher, description = load_student(Path(mc.teacher.checkpoint).expanduser())
+        teacher_path = Path(mc.teacher.checkpoint).expanduser()
+        if not teacher_path.is_file():
+            raise VidkdError(
+                f"teacher checkpoint {teacher_path} not found; train the teacher first (each "
+                "shipped kd config names its teacher config in its first line) or set "
+                "method.teacher.checkpoint=PATH"
+            )
+        teacher, description = load_student(teacher_path)
         if description["num_classes"] != num_classes:
             raise VidkdError(
                 f"teacher {mc.teacher.checkpoint} has {description['num_classes']} classes, "
