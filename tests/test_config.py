@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 import yaml
@@ -87,3 +88,29 @@ def test_every_shipped_config_loads():
     assert configs, "configs/ is empty"
     for path in configs:
         load_config(path)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("model.depth=19", "model.depth"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("data.clip_len=0", "data.clip_len"),
+    ("data.crop_size=200", "data.crop_size"),
+    ("train.epochs=-1", "train.epochs"),
+    ("optim.lr=-1", "optim.lr"),
+    ("model.width_multiplier=0", "model.width_multiplier"),
+    ("data.num_workers=-1", "data.num_workers"),
+    ("data.synthetic.num_classes=1", "data.synthetic.num_classes"),
+    ("data.test_clips=0", "data.test_clips"),
+    ("method.augment.p=1.5", "method.augment.p"),
+    ("optim.plateau_factor=1", "optim.plateau_factor"),
+])
+def test_out_of_range_values_name_the_field(override, field):
+    with pytest.raises(VidkdError, match=rf"'{re.escape(field)}' is .*; it must be"):
+        load_config(None, [override])
+
+
+def test_checked_depths_are_the_model_family():
+    from vidkd.config import _MODEL_DEPTHS
+    from vidkd.models.resnet3d import DEPTHS
+
+    assert _MODEL_DEPTHS == tuple(sorted(DEPTHS))

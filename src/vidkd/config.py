@@ -263,7 +263,63 @@ def config_from_dict(
     tree = dict(values)
     for key, value in parse_overrides(overrides or []):
         _set_path(tree, key, value)
-    return _build(ExperimentConfig, tree, "", source)
+    config = _build(ExperimentConfig, tree, "", source)
+    check_values(config, source)
+    return config
+
+
+_MODEL_DEPTHS = (10, 18, 34, 50, 101, 152)
+
+
+def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
+    """Reject values that would fail deep inside a run, naming the field and the valid range."""
+    d, s, m, mc, o, t = cfg.data, cfg.data.synthetic, cfg.model, cfg.method, cfg.optim, cfg.train
+    rules: list[tuple[str, Any, bool, str]] = [
+        ("data.clip_len", d.clip_len, d.clip_len >= 1, "at least 1"),
+        ("data.frame_stride", d.frame_stride, d.frame_stride >= 1, "at least 1"),
+        ("data.short_side", d.short_side, d.short_side >= 1, "at least 1"),
+        ("data.crop_size", d.crop_size, 1 <= d.crop_size <= d.short_side,
+         f"between 1 and data.short_side ({d.short_side})"),
+        ("data.split", d.split, d.split >= 1, "at least 1"),
+        ("data.test_clips", d.test_clips, d.test_clips >= 1, "at least 1"),
+        ("data.val_clips", d.val_clips, d.val_clips >= 1, "at least 1"),
+        ("data.val_fraction", d.val_fraction, 0.0 < d.val_fraction < 1.0, "in (0, 1)"),
+        ("data.num_workers", d.num_workers, d.num_workers >= 0, "0 or more"),
+        ("data.max_failed_fraction", d.max_failed_fraction, 0.0 <= d.max_failed_fraction <= 1.0,
+         "in [0, 1]"),
+        ("data.synthetic.num_classes", s.num_classes, s.num_classes >= 2, "at least 2"),
+        ("data.synthetic.train_per_class", s.train_per_class, s.train_per_class >= 1, "at least 1"),
+        ("data.synthetic.test_per_class", s.test_per_class, s.test_per_class >= 1, "at least 1"),
+        ("data.synthetic.size", s.size, s.size >= 16, "at least 16"),
+        ("model.depth", m.depth, m.depth in _MODEL_DEPTHS,
+         f"one of {', '.join(map(str, _MODEL_DEPTHS))}"),
+        ("model.width_multiplier", m.width_multiplier, m.width_multiplier > 0, "positive"),
+        ("model.dropout", m.dropout, 0.0 <= m.dropout < 1.0, "in [0, 1)"),
+        ("method.tau", mc.tau, mc.tau > 0, "positive"),
+        ("method.alpha", mc.alpha, mc.alpha >= 0, "0 or more"),
+        ("method.beta", mc.beta, mc.beta >= 0, "0 or more"),
+        ("method.projector_dim", mc.projector_dim, mc.projector_dim >= 1, "at least 1"),
+        ("method.predictor_hidden", mc.predictor_hidden, mc.predictor_hidden >= 1, "at least 1"),
+        ("method.augment.p", mc.augment.p, 0.0 <= mc.augment.p <= 1.0, "a probability in [0, 1]"),
+        ("optim.lr", o.lr, o.lr > 0, "positive"),
+        ("optim.momentum", o.momentum, 0.0 <= o.momentum < 1.0, "in [0, 1)"),
+        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "0 or more"),
+        ("optim.plateau_patience", o.plateau_patience, o.plateau_patience >= 0, "0 or more"),
+        ("optim.plateau_factor", o.plateau_factor, 0.0 < o.plateau_factor < 1.0, "in (0, 1)"),
+        ("optim.min_lr", o.min_lr, o.min_lr >= 0, "0 or more"),
+        ("train.epochs", t.epochs, t.epochs >= 1, "at least 1"),
+        ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
+        ("train.val_every", t.val_every, t.val_every >= 1, "at least 1"),
+        ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, "at least 1"),
+        ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),
+        ("train.threads", t.threads, t.threads >= 0, "0 (torch's default) or more"),
+        ("eval.batch_size", cfg.eval.batch_size, cfg.eval.batch_size >= 1, "at least 1"),
+        ("eval.test_clips", cfg.eval.test_clips,
+         cfg.eval.test_clips is None or cfg.eval.test_clips >= 1, "at least 1, or null"),
+    ]
+    for name, value, ok, requirement in rules:
+        if not ok:
+            raise VidkdError(f"{source}: '{name}' is {value!r}; it must be {requirement}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
