@@ -45,11 +45,11 @@ def test_every_method_trains_from_its_demo_config(tmp_path, synthetic_cache, mon
              "data.crop_size=32", "data.clip_len=4", "data.test_clips=2", "data.val_clips=1",
              "data.num_workers=0", "train.epochs=1", "model.width_multiplier=0.125",
              "method.projector_dim=64", "method.predictor_hidden=16"]
-    teacher = train(load_config(ROOT / "configs/demo/teacher_r18.yaml", small), progress=False)
+    teacher = train(load_config(ROOT / "configs/demo/teacher.yaml", small), progress=False)
     assert teacher["method"] == "baseline"
     for method in ["baseline", "baseline_da", "kd", "self_kd", "skd_srl"]:
         config = load_config(ROOT / f"configs/demo/{method}.yaml", small + (
-            [f"method.teacher.checkpoint={tmp_path}/demo-teacher_r18/best_student.safetensors"]
+            [f"method.teacher.checkpoint={tmp_path}/demo-teacher/best_student.safetensors"]
             if method == "kd" else []))
         assert (config.train.seed, config.train.epochs) == (0, 1)  # same seed for every row
         summary = train(config, progress=False)
