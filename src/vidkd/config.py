@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from vidkd.errors import VidkdError
+from vidkd.models.resnet3d import DEPTHS
 
 DatasetName = Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "folder"]
 MethodName = Literal["baseline", "baseline_da", "kd", "self_kd", "skd_srl", "frskd", "generative_kd"]
@@ -268,7 +269,7 @@ def config_from_dict(
     return config
 
 
-_MODEL_DEPTHS = (10, 18, 34, 50, 101, 152)
+_MODEL_DEPTHS = tuple(sorted(DEPTHS))
 
 
 def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:

@@ -438,9 +438,9 @@ def train(
     )
     _note_failures(failed_seen, test.failed)
     summary = summarize(
-        cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen.values())
+        cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen.values()),
+        augment.config,
     )
-    summary["augment"] = augment.config.describe()
     if is_main:
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
         metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
@@ -450,11 +450,12 @@ def train(
 
 def summarize(
     cfg: ExperimentConfig, splits: DataSplits, test: EvalResult, best_epoch: int, best_val: float,
-    epoch_times: list[float], failed: list[str],
+    epoch_times: list[float], failed: list[str], augment: AugmentConfig,
 ) -> dict[str, Any]:
     return {
         "name": cfg.name,
         "method": cfg.method.name,
+        "augment": augment.describe(),
         "dataset": cfg.data.dataset,
         "model": f"3D ResNet-{cfg.model.depth} (width x{cfg.model.width_multiplier})",
         "epochs": cfg.train.epochs,
