@@ -45,7 +45,7 @@ from vidkd.engine.checkpoint import (
 )
 from vidkd.engine.evaluate import EvalResult, autocast, evaluate
 from vidkd.errors import VidkdError
-from vidkd.methods import KD, METHODS, SKDSRL, Method, SelfKD
+from vidkd.methods import METHODS, Method
 from vidkd.models.resnet3d import ResNet3D, resnet3d
 
 log = logging.getLogger("vidkd")
@@ -95,40 +95,39 @@ def model_description(cfg: ExperimentConfig, classes: list[str]) -> dict[str, An
     }
 
 
-def build_method(cfg: ExperimentConfig, num_classes: int) -> Method:
-    """The method of ``cfg.method.name`` around a fresh student."""
+def load_teacher(cfg: ExperimentConfig, num_classes: int) -> torch.nn.Module:
+    """The trained network that ``method.teacher.checkpoint`` names, checked against the data."""
     mc = cfg.method
-    student = build_student(cfg, num_classes)
-    cls = METHODS.get(mc.name)
+    if not mc.teacher.checkpoint:
+        raise VidkdError(
+            f"method '{mc.name}' needs a trained teacher: set method.teacher.checkpoint to a "
+            "student.safetensors written by `vidkd train` (e.g. runs/<teacher>/student.safetensors)"
+        )
+    teacher_path = Path(mc.teacher.checkpoint).expanduser()
+    if not teacher_path.is_file():
+        raise VidkdError(
+            f"teacher checkpoint {teacher_path} not found; train the teacher first (each "
+            "shipped config that needs one names its teacher config in its first line) or set "
+            "method.teacher.checkpoint=PATH"
+        )
+    teacher, description = load_student(teacher_path)
+    if description["num_classes"] != num_classes:
+        raise VidkdError(
+            f"teacher {mc.teacher.checkpoint} has {description['num_classes']} classes, "
+            f"the dataset {num_classes}; train the teacher on the same dataset"
+        )
+    return teacher
+
+
+def build_method(cfg: ExperimentConfig, num_classes: int) -> Method:
+    """The method of ``cfg.method.name`` around a fresh student (and its teacher, if any)."""
+    cls = METHODS.get(cfg.method.name)
     if cls is None:
         raise VidkdError(
-            f"method '{mc.name}' is not available yet; choose one of {', '.join(METHODS)}"
+            f"method '{cfg.method.name}' is not available yet; choose one of {', '.join(METHODS)}"
         )
-    if cls is SKDSRL:
-        return SKDSRL(student, mc.tau, mc.alpha, mc.beta, mc.projector_dim, mc.predictor_hidden)
-    if cls is SelfKD:
-        return SelfKD(student, mc.tau, mc.alpha, mc.kd_tau_squared)
-    if cls is KD:
-        if not mc.teacher.checkpoint:
-            raise VidkdError(
-                "method 'kd' needs a trained teacher: set method.teacher.checkpoint to a "
-                "student.safetensors written by `vidkd train` (e.g. runs/<teacher>/student.safetensors)"
-            )
-        teacher_path = Path(mc.teacher.checkpoint).expanduser()
-        if not teacher_path.is_file():
-            raise VidkdError(
-                f"teacher checkpoint {teacher_path} not found; train the teacher first (each "
-                "shipped kd config names its teacher config in its first line) or set "
-                "method.teacher.checkpoint=PATH"
-            )
-        teacher, description = load_student(teacher_path)
-        if description["num_classes"] != num_classes:
-            raise VidkdError(
-                f"teacher {mc.teacher.checkpoint} has {description['num_classes']} classes, "
-                f"the dataset {num_classes}; train the teacher on the same dataset"
-            )
-        return KD(student, teacher, mc.tau, mc.alpha, mc.kd_tau_squared)
-    return cls(student)
+    teacher = load_teacher(cfg, num_classes) if cls.needs_teacher else None
+    return cls.from_config(build_student(cfg, num_classes), cfg.method, teacher)
 
 
 def augment_config(cfg: ExperimentConfig, method: Method) -> AugmentConfig:
@@ -302,13 +301,12 @@ def train(
         augment_rng.set_state(state["augment_rng"])
         start_epoch, best_val, best_epoch = state["epoch"] + 1, state["best_val"], state["best_epoch"]
         failed_seen = {failure.split(": ", 1)[0]: failure for failure in state.get("failed", [])}
-        if isinstance(method, SelfKD):
-            method.refreshes = state.get("refreshes", 0)
+        method.load_training_state(state.get("method", {"refreshes": state.get("refreshes", 0)}))
         log.info("resumed from %s (epoch %d)", checkpoint, state["epoch"] + 1)
     if is_main:
         dump_config(cfg, run_dir / "config.yaml")
     metrics = MetricsLog(run_dir, is_main)
-    description = model_description(cfg, splits.classes)
+    description = {**model_description(cfg, splits.classes), **method.student_description()}
     if is_main:
         log.info(
             "%s: %s on %s, %d train / %d val / %d test videos, %d classes, device %s x%d",
@@ -319,6 +317,7 @@ def train(
     step = start_epoch * len(loaders.train)
     epoch_times: list[float] = []
     for epoch in range(start_epoch, cfg.train.epochs):
+        method.on_epoch_start(epoch)
         loaders.train.dataset.set_epoch(epoch)
         if loaders.train_sampler is not None:
             loaders.train_sampler.set_epoch(epoch)
@@ -409,7 +408,7 @@ def train(
                     "rng": rng_state(), "augment_rng": augment_rng.get_state(),
                     "best_val": best_val, "best_epoch": best_epoch,
                     "failed": sorted(failed_seen.values()),
-                    "refreshes": getattr(method, "refreshes", 0),
+                    "method": method.training_state(),
                 },
                 keep=cfg.train.keep_checkpoints,
             )

@@ -8,12 +8,17 @@ and leaves out the tau^2 factor, which SPEC keeps behind ``kd_tau_squared``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidkd.methods.base import Method
 from vidkd.models.resnet3d import ResNet3D
+
+if TYPE_CHECKING:
+    from vidkd.config import MethodConfig
 
 
 def soft_kl(target_logits: Tensor, input_logits: Tensor, tau: float) -> Tensor:
@@ -52,12 +57,22 @@ def freeze(module: nn.Module) -> nn.Module:
 class KD(Method):
     """Student trained against a frozen teacher network of any depth."""
 
+    needs_teacher = True
+
     def __init__(
         self, student: ResNet3D, teacher: nn.Module, tau: float, alpha: float, tau_squared: bool
     ) -> None:
         super().__init__(student)
         self.teacher = freeze(teacher)
         self.tau, self.alpha, self.tau_squared = tau, alpha, tau_squared
+
+    @classmethod
+    def from_config(
+        cls, student: ResNet3D, config: MethodConfig, teacher: nn.Module | None = None
+    ) -> KD:
+        if teacher is None:
+            raise ValueError("kd needs a teacher network")
+        return cls(student, teacher, config.tau, config.alpha, config.kd_tau_squared)
 
     def train(self, mode: bool = True) -> KD:
         super().train(mode)

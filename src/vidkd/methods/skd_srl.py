@@ -14,13 +14,18 @@ Both views run through the encoder as one batch of 2n. Only f and FC are kept.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from vidkd.methods.base import Method
 from vidkd.methods.kd import soft_kl
 from vidkd.models.heads import Predictor, Projector
 from vidkd.models.resnet3d import ResNet3D
+
+if TYPE_CHECKING:
+    from vidkd.config import MethodConfig
 
 
 def negative_cosine(prediction: Tensor, target: Tensor) -> Tensor:
@@ -66,6 +71,15 @@ class SKDSRL(Method):
         self.projector = Projector(student.feature_dim, projector_dim)
         self.predictor = Predictor(projector_dim, predictor_hidden)
         self.tau, self.alpha, self.beta = tau, alpha, beta
+
+    @classmethod
+    def from_config(
+        cls, student: ResNet3D, config: MethodConfig, teacher: nn.Module | None = None
+    ) -> SKDSRL:
+        return cls(
+            student, config.tau, config.alpha, config.beta, config.projector_dim,
+            config.predictor_hidden,
+        )
 
     def forward(self, clips: Tensor, labels: Tensor) -> dict[str, Tensor]:
         representation = self.student.forward_features(clips)  # (2n, D), one pass
