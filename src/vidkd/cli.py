@@ -38,7 +38,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vidkd.engine.train import train
 
     cfg = load_config(args.config, args.overrides)
-    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    summary = train(
+        cfg, resume=args.resume, overwrite=args.overwrite, force=args.force, progress=not args.quiet
+    )
     test = summary["test"]
     print(f"{summary['name']}: {summary['method']} on {summary['dataset']}, {summary['model']}")
     print(f"  video top-1 ({test['protocol']}): {test['video_top1']:.2f}%   "
@@ -144,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="delete an earlier run of this name first")
+    p.add_argument("--force", action="store_true",
+                   help="with --resume: continue although optimiser, seed or loss settings changed "
+                        "(recorded in the run's history.jsonl)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 

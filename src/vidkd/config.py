@@ -136,6 +136,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 10
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
+    checkpoint_every_steps: int = 0  # also checkpoint every N training steps; 0 = per epoch only
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,8 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, "at least 1"),
         ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),
         ("train.threads", t.threads, t.threads >= 0, "0 (torch's default) or more"),
+        ("train.checkpoint_every_steps", t.checkpoint_every_steps, t.checkpoint_every_steps >= 0,
+         "0 (off) or more"),
         ("eval.batch_size", cfg.eval.batch_size, cfg.eval.batch_size >= 1, "at least 1"),
         ("eval.test_clips", cfg.eval.test_clips,
          cfg.eval.test_clips is None or cfg.eval.test_clips >= 1, "at least 1, or null"),

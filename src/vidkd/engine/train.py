@@ -10,22 +10,25 @@ best-validation student is scored on the test split and shipped as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import math
 import os
 import random
-import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 from tqdm import tqdm
 
 from vidkd.config import ExperimentConfig, config_to_dict, dump_config
@@ -35,6 +38,7 @@ from vidkd.data.dataset import ClipSpec, VideoClipDataset, collate
 from vidkd.data.transforms import to_model_input
 from vidkd.engine import distributed
 from vidkd.engine.checkpoint import (
+    atomic_write_text,
     latest_checkpoint,
     load_checkpoint,
     load_student,
@@ -44,6 +48,15 @@ from vidkd.engine.checkpoint import (
     set_rng_state,
 )
 from vidkd.engine.evaluate import EvalResult, autocast, evaluate
+from vidkd.engine.rundir import (
+    MARKER,
+    RunLock,
+    clear_run,
+    holds_files,
+    is_vidkd_run,
+    resolve_run_dir,
+    resume_changes,
+)
 from vidkd.errors import VidkdError
 from vidkd.methods import METHODS, Method
 from vidkd.models.resnet3d import ResNet3D, resnet3d
@@ -52,7 +65,8 @@ log = logging.getLogger("vidkd")
 
 
 def run_dir_of(cfg: ExperimentConfig) -> Path:
-    return Path(cfg.train.out_dir).expanduser() / cfg.name
+    """``train.out_dir / name``, once the name is proven to stay inside ``out_dir``."""
+    return resolve_run_dir(cfg.train.out_dir, cfg.name)
 
 
 def ensure_writable(directory: Path) -> None:
@@ -167,10 +181,10 @@ def build_loaders(
         val_set = Subset(val_set, range(dist_info.rank, len(val_set), dist_info.world_size))
         test_set = Subset(test_set, range(dist_info.rank, len(test_set), dist_info.world_size))
         train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
-        sampler: Any = train_sampler
+        base: Sampler[int] = train_sampler
     else:
         train_sampler = None
-        sampler = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
+        base = RandomSampler(train_set, generator=torch.Generator().manual_seed(seed))
     common = {
         "num_workers": d.num_workers, "collate_fn": collate, "pin_memory": pin_memory,
         "worker_init_fn": _worker_init, "persistent_workers": False,
@@ -180,7 +194,10 @@ def build_loaders(
     batch = cfg.train.batch_size
     drop_last = len(train_set) // dist_info.world_size >= 2 * batch
     return Loaders(
-        train=DataLoader(train_set, batch, sampler=sampler, drop_last=drop_last, **common),
+        # its own generator: making an iterator draws worker seeds from it, not from the global
+        # RNG, so a run resumed mid-epoch continues the global RNG exactly
+        train=DataLoader(train_set, batch, sampler=SkipSampler(base), drop_last=drop_last,
+                         generator=torch.Generator().manual_seed(seed), **common),
         val=DataLoader(val_set, cfg.eval.batch_size, shuffle=False, **common),
         test=DataLoader(test_set, cfg.eval.batch_size, shuffle=False, **common),
         train_sampler=train_sampler,
@@ -228,30 +245,112 @@ def _note_failures(failed_seen: dict[str, str], failures: list[str]) -> None:
             failed_seen[path] = failure
 
 
+class SkipSampler(Sampler[int]):
+    """Yields ``base``'s indices from position ``skip`` on, so that a run resumed mid-epoch
+    sees exactly the batches it had not trained on (without decoding the others)."""
+
+    def __init__(self, base: Sampler[int]) -> None:
+        self.base = base
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(iter(self.base), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.base) - self.skip, 0)  # type: ignore[arg-type]
+
+
+def _stored_config(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | None:
+    if "config" in state:
+        return state["config"]
+    path = run_dir / "config.yaml"
+    try:
+        return yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+
+
+def _history(run_dir: Path, event: dict[str, Any]) -> None:
+    """Append one event (start, overwrite, resume with its config changes) to history.jsonl."""
+    event = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid(), **event}
+    with (run_dir / "history.jsonl").open("a") as handle:
+        handle.write(json.dumps(event, default=str) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def train(
-    cfg: ExperimentConfig, resume: bool = False, progress: bool = True, overwrite: bool = False
+    cfg: ExperimentConfig, resume: bool = False, progress: bool = True, overwrite: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train one experiment; returns the final summary (also written to ``results.json``).
 
-    ``resume`` continues from the run's last checkpoint; ``overwrite`` deletes an earlier run
-    of the same name first; with neither, an existing run is an error.
+    ``resume`` continues from the run's newest checkpoint that verifies (a config that
+    differs from the stored one is refused, or with ``force`` recorded); ``overwrite``
+    deletes an earlier run of the same name first; with neither, an existing run is an
+    error. The run directory is locked for the life of the run.
     """
+    run_dir = resolve_run_dir(cfg.train.out_dir, cfg.name)  # before anything is touched
     device = distributed.resolve_device(
         cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))
     )
     dist_info = distributed.init_distributed(device)
-    is_main = dist_info.is_main
-    run_dir = run_dir_of(cfg)
-    if overwrite and is_main and run_dir.is_dir():
-        shutil.rmtree(run_dir)
-    distributed.barrier()
     ensure_writable(run_dir)
+    with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
+        return _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force)
+
+
+def _train(
+    cfg: ExperimentConfig, run_dir: Path, device: torch.device, dist_info: distributed.DistInfo,
+    resume: bool, progress: bool, overwrite: bool, force: bool,
+) -> dict[str, Any]:
+    is_main = dist_info.is_main
     ckpt_dir = run_dir / "checkpoints"
-    if not resume and latest_checkpoint(ckpt_dir) is not None:
-        raise VidkdError(
-            f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to start "
-            "over, or choose another name with --set name=NEW"
-        )
+    if is_main:
+        if overwrite:
+            removed = clear_run(run_dir)
+            if removed:
+                log.info("--overwrite: deleted the earlier run in %s (%s)", run_dir, ", ".join(removed))
+        elif not resume and holds_files(run_dir):
+            if not is_vidkd_run(run_dir):
+                raise VidkdError(
+                    f"{run_dir} holds files that are not a vidkd run; choose another name with "
+                    "--set name=NEW or another train.out_dir"
+                )
+            raise VidkdError(
+                f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to start "
+                "over, or choose another name with --set name=NEW"
+            )
+        (run_dir / MARKER).touch()
+    distributed.barrier()
+
+    # --resume: the newest checkpoint that verifies, and a config that may continue it
+    checkpoint, weights, state = None, {}, {}
+    if resume:
+        checkpoint = latest_checkpoint(ckpt_dir)
+        if checkpoint is None:
+            raise VidkdError(
+                f"--resume: {ckpt_dir} has no checkpoint yet; start the run over with --overwrite"
+            )
+        weights, state = load_checkpoint(checkpoint)
+        stored = _stored_config(run_dir, state)
+        if stored is None:
+            if not force:
+                raise VidkdError(
+                    f"--resume: {run_dir} has no readable stored config to compare with; pass "
+                    "--force to continue with this config"
+                )
+            changes: dict[str, list[Any]] = {}
+        else:
+            changes = resume_changes(stored, config_to_dict(cfg), force)
+        if is_main:
+            _history(run_dir, {"event": "resume", "checkpoint": checkpoint.name,
+                               "changed": changes, "forced": force and bool(changes)})
+            for key, (old, new) in changes.items():
+                log.warning("--resume: %s changed from %r to %r (recorded in history.jsonl)", key, old, new)
+    elif is_main:
+        _history(run_dir, {"event": "overwrite" if overwrite else "start"})
+
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     if device.type == "cuda":  # clip shapes are fixed: let cuDNN pick its fastest 3D kernels
@@ -268,6 +367,7 @@ def train(
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last_3d)
     loaders = build_loaders(cfg, splits, method.num_views, dist_info, device.type == "cuda")
+    train_sampler: SkipSampler = loaders.train.sampler  # type: ignore[assignment]
     augment = ClipAugment(augment_config(cfg, method))
     augment_rng = torch.Generator(device=device).manual_seed(cfg.train.seed * 7919 + dist_info.rank)
 
@@ -288,12 +388,15 @@ def train(
 
     start_epoch, best_val, best_epoch = 0, -1.0, -1
     failed_seen: dict[str, str] = {}  # path -> "<path>: <reason>", train + val + test
-    if resume:
-        checkpoint = latest_checkpoint(ckpt_dir)
-        if checkpoint is None:
-            raise VidkdError(f"--resume: {ckpt_dir} has no checkpoint; start the run without --resume")
-        weights, state = load_checkpoint(checkpoint)
-        method.load_state_dict(weights)
+    in_epoch: dict[str, Any] | None = None  # progress inside an epoch, from a mid-epoch checkpoint
+    if checkpoint is not None:
+        try:
+            method.load_state_dict(weights)
+        except RuntimeError as error:
+            raise VidkdError(
+                f"--resume: {checkpoint} does not fit the network this config builds ("
+                f"{str(error).splitlines()[-1].strip()[:200]}); resume with the run's own config.yaml"
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -302,7 +405,9 @@ def train(
         start_epoch, best_val, best_epoch = state["epoch"] + 1, state["best_val"], state["best_epoch"]
         failed_seen = {failure.split(": ", 1)[0]: failure for failure in state.get("failed", [])}
         method.load_training_state(state.get("method", {"refreshes": state.get("refreshes", 0)}))
-        log.info("resumed from %s (epoch %d)", checkpoint, state["epoch"] + 1)
+        in_epoch = state.get("in_epoch")
+        log.info("resumed from %s (epoch %d%s)", checkpoint, start_epoch + (in_epoch is None),
+                 f", step {in_epoch['batches']} of epoch {start_epoch + 1}" if in_epoch else "")
     if is_main:
         dump_config(cfg, run_dir / "config.yaml")
     metrics = MetricsLog(run_dir, is_main)
@@ -314,18 +419,48 @@ def train(
             len(splits.test), num_classes, device, dist_info.world_size,
         )
 
+    def write_checkpoint(epoch: int, progress_in_epoch: dict[str, Any] | None = None) -> None:
+        """Everything an exact resume needs, after ``epoch`` finished epochs (and
+        ``progress_in_epoch`` of the next one)."""
+        save_checkpoint(
+            ckpt_dir, epoch, method.state_dict(),
+            {
+                "epoch": epoch - 1, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": rng_state(), "augment_rng": augment_rng.get_state(),
+                "best_val": best_val, "best_epoch": best_epoch,
+                "failed": sorted(failed_seen.values()),
+                "method": method.training_state(),
+                "config": config_to_dict(cfg),
+                **({"in_epoch": progress_in_epoch} if progress_in_epoch else {}),
+            },
+            keep=cfg.train.keep_checkpoints,
+            batches=progress_in_epoch["batches"] if progress_in_epoch else None,
+        )
+
+    every = cfg.train.checkpoint_every_steps
     step = start_epoch * len(loaders.train)
     epoch_times: list[float] = []
     for epoch in range(start_epoch, cfg.train.epochs):
         method.on_epoch_start(epoch)
         loaders.train.dataset.set_epoch(epoch)
-        if loaders.train_sampler is not None:
-            loaders.train_sampler.set_epoch(epoch)
+        if isinstance(train_sampler.base, DistributedSampler):
+            train_sampler.base.set_epoch(epoch)
         else:
-            loaders.train.sampler.generator.manual_seed(cfg.train.seed * 100003 + epoch)
+            train_sampler.base.generator.manual_seed(cfg.train.seed * 100003 + epoch)
+        loaders.train.generator.manual_seed(cfg.train.seed * 1000003 + epoch)  # worker seeds
         model.train()
         totals: dict[str, float] = {}
-        batches, clips_seen, epoch_failed = 0, 0, []
+        batches, clips_seen, epoch_failed, elapsed_before = 0, 0, [], 0.0
+        train_sampler.skip = 0
+        full_batches = len(loaders.train)
+        if in_epoch is not None:  # resumed mid-epoch: skip what was trained, keep its tallies
+            batches, clips_seen = in_epoch["batches"], in_epoch["clips"]
+            totals, epoch_failed = dict(in_epoch["totals"]), list(in_epoch["failed"])
+            elapsed_before = in_epoch["seconds"]
+            train_sampler.skip = batches * loaders.train.batch_size
+            step += batches
+            in_epoch = None
         started = time.perf_counter()
         bar = tqdm(
             loaders.train, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not (progress and is_main),
@@ -355,15 +490,22 @@ def train(
             clips_seen += inputs.shape[0]
             for key, value in losses.items():
                 totals[key] = totals.get(key, 0.0) + float(value.detach())
-            rate = clips_seen / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{totals['loss'] / batches:.3f}", clips_s=f"{rate:.1f}")
+            seconds = elapsed_before + time.perf_counter() - started
+            bar.set_postfix(loss=f"{totals['loss'] / batches:.3f}", clips_s=f"{clips_seen / seconds:.1f}")
             if is_main and step % cfg.train.log_every == 0:
                 metrics.write(
                     {"kind": "step", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                      **{k: float(v.detach()) for k, v in losses.items()}}, step, "step",
                 )
+            if every and step % every == 0 and batches < full_batches:
+                if is_main:
+                    write_checkpoint(epoch, {
+                        "batches": batches, "clips": clips_seen, "totals": dict(totals),
+                        "failed": list(epoch_failed), "seconds": seconds,
+                    })
+                distributed.barrier()
         bar.close()
-        epoch_seconds = time.perf_counter() - started
+        epoch_seconds = elapsed_before + time.perf_counter() - started
         epoch_times.append(epoch_seconds)
 
         _note_failures(failed_seen, epoch_failed)
@@ -400,18 +542,7 @@ def train(
             )
         if is_main:
             metrics.write(record, epoch + 1, "epoch")
-            save_checkpoint(
-                ckpt_dir, epoch + 1, method.state_dict(),
-                {
-                    "epoch": epoch, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                    "rng": rng_state(), "augment_rng": augment_rng.get_state(),
-                    "best_val": best_val, "best_epoch": best_epoch,
-                    "failed": sorted(failed_seen.values()),
-                    "method": method.training_state(),
-                },
-                keep=cfg.train.keep_checkpoints,
-            )
+            write_checkpoint(epoch + 1)
             tqdm.write(
                 f"epoch {epoch + 1:3d}  loss {record.get('train_loss', math.nan):.4f}  "
                 f"val video top-1 {record.get('val_video_top1', math.nan):6.2f}%  "
@@ -441,7 +572,9 @@ def train(
         augment.config,
     )
     if is_main:
-        (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+        history = run_dir / "history.jsonl"
+        summary["history"] = [json.loads(line) for line in history.read_text().splitlines() if line]
+        atomic_write_text(run_dir / "results.json", json.dumps(summary, indent=2))
         metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
     metrics.close()
     return summary

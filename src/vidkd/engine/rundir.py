@@ -1,0 +1,197 @@
+"""A run's own directory: where it may be, what may delete it, who may write it.
+
+- The run name is a relative path that stays inside ``train.out_dir``: never ``.``, ``..``,
+  absolute, or through a symlink out of ``out_dir``. It is checked before anything is
+  created or deleted.
+- ``--overwrite`` deletes only a directory that holds a vidkd run, and says what it deleted.
+- :class:`RunLock` holds an exclusive ``flock`` on ``RUN/.lock`` for the life of the run; the
+  file names the owner (PID, host, start time). The kernel drops the lock when its owner
+  dies, so a lock file left by a dead process is taken over, with a message.
+- :func:`resume_changes` compares a resumed run's config with the stored one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+from pathlib import Path, PurePath
+from typing import Any
+
+from vidkd.errors import VidkdError
+
+log = logging.getLogger("vidkd")
+
+LOCK = ".lock"
+MARKER = ".vidkd-run"
+
+
+def resolve_run_dir(out_dir: str | Path, name: str) -> Path:
+    """``out_dir / name`` once ``name`` is proven to stay inside ``out_dir``."""
+    fix = "use a plain name such as --set name=my-run (sub-folders like group/my-run are fine)"
+    parts = PurePath(name).parts
+    if not name.strip() or PurePath(name).is_absolute() or name.startswith("~"):
+        raise VidkdError(f"run name {name!r} must be a relative path inside train.out_dir; {fix}")
+    if any(part in (".", "..") for part in name.replace("\\", "/").split("/")) or not parts:
+        raise VidkdError(f"run name {name!r} may not contain '.' or '..'; {fix}")
+    base = Path(out_dir).expanduser()
+    run_dir = base / name
+    real_base = base.resolve()
+    real_run = run_dir.resolve()
+    if real_run == real_base or real_base not in real_run.parents:
+        raise VidkdError(
+            f"run directory {run_dir} leads outside {base} (through a symbolic link); {fix}"
+        )
+    return run_dir
+
+
+def is_vidkd_run(path: Path) -> bool:
+    """Whether ``path`` holds a run written by ``vidkd train`` (new or older layout)."""
+    if (path / MARKER).is_file():
+        return True
+    return (path / "config.yaml").is_file() and any(
+        (path / item).exists() for item in ("checkpoints", "metrics.jsonl", "results.json")
+    )
+
+
+def holds_files(path: Path) -> bool:
+    """Whether ``path`` has anything in it besides our lock file."""
+    return path.is_dir() and any(entry.name != LOCK for entry in path.iterdir())
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Delete the contents of a vidkd run directory (not the lock we hold); returns what went.
+
+    Refuses a directory that does not hold a vidkd run. Symbolic links inside are removed,
+    never followed.
+    """
+    if not holds_files(run_dir):
+        return []
+    if not is_vidkd_run(run_dir):
+        raise VidkdError(
+            f"--overwrite: {run_dir} exists but does not hold a vidkd run (no {MARKER} or "
+            "config.yaml with checkpoints/); nothing was deleted. Choose another name with "
+            "--set name=NEW"
+        )
+    removed = []
+    for entry in sorted(run_dir.iterdir()):
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry.name)
+    return removed
+
+
+class RunLock:
+    """Exclusive lock on a run directory for the life of a run (a context manager)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK
+        self.handle: Any = None
+
+    def __enter__(self) -> RunLock:
+        handle = open(self.path, "a+")  # noqa: SIM115 - held open for the run's life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = _describe(handle.read())
+            handle.close()
+            raise VidkdError(
+                f"run {self.path.parent} is in use by {owner}; wait for it to finish, stop it, "
+                "or choose another name with --set name=NEW"
+            ) from None
+        handle.seek(0)
+        previous = handle.read().strip()
+        if previous:
+            log.warning(
+                "taking over the lock of %s on %s: that process no longer holds it",
+                _describe(previous), self.path.parent,
+            )
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.seek(0)
+            self.handle.truncate()
+            self.handle.flush()
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
+
+
+def _describe(text: str) -> str:
+    try:
+        owner = json.loads(text)
+        return f"process {owner['pid']} on host {owner['host']} (started {owner['started']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+# Resume: which config fields may differ from the stored run.
+#: change what the network is or what it sees: never allowed on resume
+FIXED = ("name", "model.", "data.dataset", "data.root", "data.annotations",
+         "data.test_annotations", "data.classes_file", "data.split", "data.backend",
+         "data.clip_len", "data.frame_stride", "data.short_side", "data.crop_size",
+         "data.val_fraction", "data.val_source", "data.same_clip", "data.skip_list",
+         "data.synthetic.", "method.name", "method.projector_dim", "method.predictor_hidden",
+         "method.teacher.")
+#: bookkeeping, budget or evaluation only: allowed, recorded in the run's history
+FREE = ("train.epochs", "train.log_every", "train.threads", "train.keep_checkpoints",
+        "train.checkpoint_every_steps", "train.device", "train.out_dir", "data.num_workers",
+        "data.max_failed_fraction", "data.test_clips", "eval.", "paper.")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _matches(field: str, patterns: tuple[str, ...]) -> bool:
+    return any(field == p or (p.endswith(".") and field.startswith(p)) for p in patterns)
+
+
+def resume_changes(stored: dict[str, Any], new: dict[str, Any], force: bool) -> dict[str, list[Any]]:
+    """The fields that differ, as ``{field: [stored, new]}``, once they are allowed.
+
+    Fields of :data:`FIXED` are refused always; fields outside :data:`FREE` (the optimiser,
+    the seed, the loss weights, the augmentation, the batch size, precision...) are refused
+    unless ``force``. Each refusal names every differing field.
+    """
+    old, now = _flatten(stored), _flatten(new)
+    changed = {k: [old.get(k), now.get(k)] for k in sorted(old.keys() | now.keys())
+               if old.get(k) != now.get(k)}
+    fixed = [k for k in changed if _matches(k, FIXED)]
+    if fixed:
+        raise VidkdError(
+            "--resume: the config changes the model or the data ("
+            + ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in fixed)
+            + "); these cannot change mid-run: undo them, or start a new run with --set name=NEW"
+        )
+    guarded = [k for k in changed if not _matches(k, FREE)]
+    if guarded and not force:
+        raise VidkdError(
+            "--resume: the config differs from the stored run in "
+            + ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in guarded)
+            + "; undo the change, or pass --force to continue with it (it is recorded in the "
+            "run's history.jsonl)"
+        )
+    return changed
