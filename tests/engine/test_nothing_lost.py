@@ -1,0 +1,409 @@
+"""Issue 9, data loss: run names, --overwrite, the run lock, resume checks, damaged
+checkpoints, durable writes, a full disk and mid-epoch checkpoints.
+
+Each "ends like an unbroken run" test compares every weight bitwise with a reference run
+of the same config trained without interruption (deterministic CPU mode).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import vidkd.engine.checkpoint as checkpoint_module
+import vidkd.engine.train as train_module
+from vidkd.config import config_from_dict, load_config
+from vidkd.engine.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_student,
+    save_checkpoint,
+    save_student,
+    verify_checkpoint,
+)
+from vidkd.engine.rundir import RunLock
+from vidkd.engine.train import train
+from vidkd.errors import VidkdError
+from vidkd.models.resnet3d import resnet3d
+
+# dropout and the full augmentation set: a resume must restore the global and augment RNGs
+RNG_HEAVY = {"model": {"depth": 10, "width_multiplier": 0.125, "dropout": 0.3},
+             "method": {"name": "baseline", "augment": {"full": True}}}
+
+
+def run_config(tiny_config, cache: Path, out: Path, epochs: int = 3, **sections):
+    values = tiny_config(cache, out, **RNG_HEAVY)
+    values["train"].update({"epochs": epochs, "keep_checkpoints": 5})
+    for section, updates in sections.items():
+        values.setdefault(section, {}).update(updates)
+    return config_from_dict(values)
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "student.safetensors"))
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, synthetic_cache) -> dict[str, torch.Tensor]:
+    """Student weights after 3 uninterrupted epochs of the RNG-heavy tiny run."""
+    from conftest import _tiny_config
+
+    out = tmp_path_factory.mktemp("reference")
+    train(run_config(_tiny_config, synthetic_cache, out), progress=False)
+    return weights(out / "tiny")
+
+
+# ----------------------------------------------------------------------------- run names
+
+
+@pytest.mark.parametrize("name", [".", "..", "ABSOLUTE", "sub/../..", "../escape", "", "~/x"])
+def test_overwrite_never_leaves_the_run(tmp_path, synthetic_cache, tiny_config, name):
+    out = tmp_path / "parent" / "out"
+    out.mkdir(parents=True)
+    other_run = out / "other-run"
+    other_run.mkdir()
+    sentinels = [tmp_path / "parent" / "keep.txt", out / "keep.txt", other_run / "keep.txt"]
+    for sentinel in sentinels:
+        sentinel.write_text("precious")
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "parent")
+    cfg = config_from_dict(tiny_config(synthetic_cache, out, name=name))
+    with pytest.raises(VidkdError, match="run name|outside"):
+        train(cfg, overwrite=True, progress=False)
+    assert all(s.read_text() == "precious" for s in sentinels)
+
+
+def test_name_through_a_symlink_out_of_out_dir_is_refused(tmp_path, synthetic_cache, tiny_config):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(outside)
+    cfg = config_from_dict(tiny_config(synthetic_cache, out, name="link"))
+    with pytest.raises(VidkdError, match="outside"):
+        train(cfg, overwrite=True, progress=False)
+    assert (outside / "keep.txt").read_text() == "precious"
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path, synthetic_cache, tiny_config):
+    out = tmp_path / "out"
+    (out / "thesis").mkdir(parents=True)
+    (out / "thesis" / "chapter1.tex").write_text("precious")
+    cfg = config_from_dict(tiny_config(synthetic_cache, out, name="thesis"))
+    with pytest.raises(VidkdError, match="does not hold a vidkd run"):
+        train(cfg, overwrite=True, progress=False)
+    assert (out / "thesis" / "chapter1.tex").read_text() == "precious"
+    with pytest.raises(VidkdError, match="not a vidkd run"):  # nor is it written into
+        train(cfg, progress=False)
+    assert sorted(p.name for p in (out / "thesis").iterdir()) == [".lock", "chapter1.tex"]
+
+
+def test_overwrite_deletes_the_earlier_run_and_says_so(tmp_path, synthetic_cache, tiny_config, caplog):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(cfg, progress=False)
+    (tmp_path / "tiny" / "checkpoints" / "epoch_0099").mkdir()  # would survive a partial delete
+    with caplog.at_level(logging.INFO, logger="vidkd"):
+        train(cfg, overwrite=True, progress=False)
+    assert "--overwrite: deleted the earlier run" in caplog.text and "checkpoints" in caplog.text
+    assert [p.name for p in list_checkpoints(tmp_path / "tiny" / "checkpoints")] == ["epoch_0001"]
+    history = [json.loads(line) for line in (tmp_path / "tiny" / "history.jsonl").read_text().splitlines()]
+    assert [event["event"] for event in history] == ["overwrite"]
+
+
+# ----------------------------------------------------------------------------- run lock
+
+
+def test_second_run_of_the_same_name_is_refused(tmp_path, synthetic_cache, tiny_config):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    run = tmp_path / "tiny"
+    run.mkdir()
+    with RunLock(run):  # another run holds the directory
+        with pytest.raises(VidkdError, match=f"in use by process {os.getpid()} on host"):
+            train(cfg, progress=False)
+        with pytest.raises(VidkdError, match="in use"):
+            train(cfg, overwrite=True, progress=False)
+    assert not (run / "metrics.jsonl").exists()
+    train(cfg, progress=False)  # released: the run goes ahead
+    assert (run / "results.json").is_file()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path, synthetic_cache, tiny_config, caplog):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    run = tmp_path / "tiny"
+    run.mkdir()
+    (run / ".lock").write_text(json.dumps({"pid": 999999, "host": "gone", "started": "then"}))
+    with caplog.at_level(logging.WARNING, logger="vidkd"):
+        train(cfg, progress=False)
+    assert "taking over the lock of process 999999 on host gone" in caplog.text
+    assert (run / ".lock").read_text() == ""  # released at the end
+
+
+# ----------------------------------------------------------------------------- resume checks
+
+
+def test_resume_refuses_changed_optimiser_and_seed(tmp_path, synthetic_cache, tiny_config):
+    first = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(first, progress=False)
+    stored = (tmp_path / "tiny" / "config.yaml").read_text()
+    changed = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 2}),
+                               overrides=["optim.lr=0.5", "train.seed=7"])
+    with pytest.raises(VidkdError) as error:
+        train(changed, resume=True, progress=False)
+    assert "optim.lr: 0.01 -> 0.5" in str(error.value) and "train.seed: 0 -> 7" in str(error.value)
+    assert "--force" in str(error.value)
+    assert (tmp_path / "tiny" / "config.yaml").read_text() == stored
+    summary = train(changed, resume=True, force=True, progress=False)
+    resume = [e for e in summary["history"] if e["event"] == "resume"][0]
+    assert resume["forced"] is True
+    assert resume["changed"]["optim.lr"] == [0.01, 0.5] and resume["changed"]["train.seed"] == [0, 7]
+    assert resume["changed"]["train.epochs"] == [1, 2]
+
+
+@pytest.mark.parametrize("override,field", [
+    ("model.width_multiplier=0.25", "model.width_multiplier"),
+    ("method.name=skd_srl", "method.name"),
+    ("data.synthetic.num_classes=4", "data.synthetic.num_classes"),
+])
+def test_resume_refuses_model_and_data_changes_even_forced(
+    tmp_path, synthetic_cache, tiny_config, override, field
+):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(cfg, progress=False)
+    changed = config_from_dict(tiny_config(synthetic_cache, tmp_path), overrides=[override])
+    with pytest.raises(VidkdError, match=f"changes the model or the data \\({field}"):
+        train(changed, resume=True, force=True, progress=False)
+
+
+def test_resume_allows_more_epochs_and_records_it(tmp_path, synthetic_cache, tiny_config):
+    train(config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1})), progress=False)
+    more = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 2}))
+    summary = train(more, resume=True, progress=False)
+    assert summary["history"][-1]["changed"] == {"train.epochs": [1, 2]}
+    assert summary["history"][-1]["forced"] is False
+    assert load_config(tmp_path / "tiny" / "config.yaml").train.epochs == 2
+
+
+# ----------------------------------------------------------------------------- damaged checkpoints
+
+
+def crash_on_checkpoint(monkeypatch, name: str) -> None:
+    """Make the write of checkpoint ``name`` die half-way (after the weights, in torch.save)."""
+    real_save = torch.save
+
+    def dying_save(obj, path, *args, **kwargs):
+        if Path(path).parent.name == f".{name}.tmp":
+            Path(path).write_bytes(b"PK\x03\x04 half")
+            raise KeyboardInterrupt("killed while writing a checkpoint")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", dying_save)
+
+
+def test_crash_during_checkpoint_write_resumes_exactly(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch, reference
+):
+    cfg = run_config(tiny_config, synthetic_cache, tmp_path)
+    crash_on_checkpoint(monkeypatch, "epoch_0002")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    checkpoints = tmp_path / "tiny" / "checkpoints"
+    assert [p.name for p in list_checkpoints(checkpoints)] == ["epoch_0001"]
+    assert latest_checkpoint(checkpoints).name == "epoch_0001"
+    train(cfg, resume=True, progress=False)
+    assert_same_weights(weights(tmp_path / "tiny"), reference)
+
+
+@pytest.mark.parametrize("damage", ["truncate_weights", "empty_state", "delete_newest", "pickle"])
+def test_damaged_newest_checkpoint_falls_back(
+    tmp_path, synthetic_cache, tiny_config, reference, caplog, damage
+):
+    cfg2 = run_config(tiny_config, synthetic_cache, tmp_path, epochs=2)
+    train(cfg2, progress=False)
+    checkpoints = tmp_path / "tiny" / "checkpoints"
+    newest = checkpoints / "epoch_0002"
+    marker = tmp_path / "pwned"
+    if damage == "truncate_weights":
+        data = (newest / "model.safetensors").read_bytes()
+        (newest / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "empty_state":
+        (newest / "state.pt").write_bytes(b"")
+    elif damage == "delete_newest":
+        import shutil
+
+        shutil.rmtree(newest)
+    else:  # a malicious pickle in place of state.pt (sizes and checksum rewritten to match)
+
+        class Exploit:
+            def __reduce__(self):
+                return (os.system, (f"touch {marker}",))
+
+        (newest / "state.pt").write_bytes(pickle.dumps(Exploit()))
+        (newest / "manifest.json").unlink()
+    assert latest_checkpoint(checkpoints).name == "epoch_0001"
+    cfg3 = run_config(tiny_config, synthetic_cache, tmp_path, epochs=3)
+    with caplog.at_level(logging.WARNING, logger="vidkd"):
+        train(cfg3, resume=True, progress=False)
+    if damage != "delete_newest":
+        assert "checkpoint epoch_0002 skipped" in caplog.text
+    assert "using checkpoint epoch_0001" in caplog.text
+    assert not marker.exists()
+    assert_same_weights(weights(tmp_path / "tiny"), reference)
+
+
+def test_no_checkpoint_verifies_is_one_line(tmp_path):
+    directory = tmp_path / "checkpoints"
+    save_checkpoint(directory, 1, {"w": torch.ones(3)}, {"epoch": 0})
+    (directory / "epoch_0001" / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(VidkdError, match="no checkpoint in .* verifies .*epoch_0001: state.pt"):
+        latest_checkpoint(directory)
+
+
+def test_flipped_byte_fails_the_checksum(tmp_path):
+    directory = tmp_path / "checkpoints"
+    path = save_checkpoint(directory, 1, {"w": torch.ones(64)}, {"epoch": 0})
+    assert verify_checkpoint(path) is None
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF  # still parses as safetensors: only the checksum can tell
+    (path / "model.safetensors").write_bytes(bytes(data))
+    assert "checksum" in verify_checkpoint(path)
+
+
+# ----------------------------------------------------------------------------- durable writes
+
+
+def test_files_and_directories_are_fsynced_before_the_rename(tmp_path, monkeypatch):
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def track_fsync(fd):
+        name = Path(os.readlink(f"/proc/self/fd/{fd}")).name  # file or directory
+        events.append(f"fsync {name}")
+        return real_fsync(fd)
+
+    def track_replace(src, dst):
+        events.append(f"rename {Path(src).name} -> {Path(dst).name}")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint_module.os, "fsync", track_fsync)
+    monkeypatch.setattr(checkpoint_module.os, "replace", track_replace)
+    save_checkpoint(tmp_path / "checkpoints", 1, {"w": torch.ones(3)}, {"epoch": 0})
+    rename = events.index("rename .epoch_0001.tmp -> epoch_0001")
+    before = events[:rename]
+    for synced in ("model.safetensors", "state.pt", "manifest.json", ".epoch_0001.tmp"):
+        assert f"fsync {synced}" in before, synced
+    assert events[rename + 1] == "fsync checkpoints"  # the rename itself is made durable
+    pointer = events.index("rename .last.tmp -> last")
+    assert "fsync .last.tmp" in events[rename:pointer] and events[pointer + 1] == "fsync checkpoints"
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    directory = tmp_path / "checkpoints"
+    save_checkpoint(directory, 1, {"w": torch.ones(3)}, {"epoch": 0})
+    big = {"w": torch.zeros(4 * 2**20)}  # 16 MiB of weights
+
+    class Usage:
+        free = 2 * 2**20
+
+    monkeypatch.setattr(checkpoint_module.shutil, "disk_usage", lambda _: Usage())
+    with pytest.raises(VidkdError, match=r"needs about 17\.0 MiB and 2\.0 MiB are free; the previous "
+                                         r"checkpoint epoch_0001 is kept"):
+        save_checkpoint(directory, 2, big, {"epoch": 1})
+    monkeypatch.undo()
+
+    def enospc(*args, **kwargs):  # the disk fills up during the write itself
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", enospc)
+    with pytest.raises(VidkdError, match="no space left to write checkpoint epoch_0002"):
+        save_checkpoint(directory, 2, big, {"epoch": 1})
+    assert sorted(p.name for p in directory.iterdir()) == ["epoch_0001", "last"]
+    assert latest_checkpoint(directory).name == "epoch_0001"
+
+
+# ----------------------------------------------------------------------------- mid-epoch checkpoints
+
+
+def test_mid_epoch_checkpoint_resumes_exactly(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch, reference
+):
+    """Killed right after the checkpoint at step 6 (epoch 2, batch 2 of 4), then resumed."""
+    cfg = run_config(tiny_config, synthetic_cache, tmp_path, train={"checkpoint_every_steps": 3})
+    real_save = train_module.save_checkpoint
+    written: list[str] = []
+
+    def save_then_die(directory, epoch, *args, batches=None, **kwargs):
+        path = real_save(directory, epoch, *args, batches=batches, **kwargs)
+        written.append(path.name)
+        if path.name == "epoch_0001_step_00000002":
+            raise KeyboardInterrupt("pre-empted")
+        return path
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    assert written == ["epoch_0000_step_00000003", "epoch_0001", "epoch_0001_step_00000002"]
+    resumed_from = latest_checkpoint(tmp_path / "tiny" / "checkpoints")
+    assert resumed_from.name == "epoch_0001_step_00000002"
+    train(cfg, resume=True, progress=False)
+    assert_same_weights(weights(tmp_path / "tiny"), reference)
+    epochs = [json.loads(line) for line in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- student files
+
+
+def shipped(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor], dict]:
+    model = resnet3d(10, 3, width_multiplier=0.125)
+    description = {"depth": 10, "num_classes": 3, "shortcut": "B", "no_max_pool": False,
+                   "width_multiplier": 0.125}
+    path = tmp_path / "student.safetensors"
+    save_student(path, model, description)
+    return path, load_file(str(path)), description
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("shape", "weights do not match its own model description"),
+    ("missing_key", "weights do not match its own model description"),
+    ("bad_json", "metadata is not valid JSON"),
+    ("depth", "model description is impossible"),
+    ("no_depth", "lacks 'depth'"),
+    ("truncated", "not a readable safetensors file"),
+])
+def test_damaged_student_file_is_one_line(tmp_path, damage, message):
+    path, tensors, description = shipped(tmp_path)
+    meta = json.dumps(description)
+    if damage == "shape":
+        tensors["fc.weight"] = torch.zeros(5, 7)
+    elif damage == "missing_key":
+        del tensors["fc.bias"]
+    elif damage == "bad_json":
+        meta = "{not json"
+    elif damage == "depth":
+        meta = json.dumps({**description, "depth": 11})
+    elif damage == "no_depth":
+        meta = json.dumps({k: v for k, v in description.items() if k != "depth"})
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        save_file(tensors, str(path), metadata={"vidkd": meta})
+    with pytest.raises(VidkdError, match=message) as error:
+        load_student(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
