@@ -73,6 +73,7 @@ class ModelConfig:
     no_max_pool: bool = False
     width_multiplier: float = 1.0
     dropout: float = 0.0
+    sync_bn: bool = False  # SyncBatchNorm across processes under DDP
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
     checkpoint_every_steps: int = 0  # also checkpoint every N training steps; 0 = per epoch only
+    accumulate_steps: int = 1  # batches whose gradients add up to one optimiser step
 
 
 @dataclass(frozen=True)
@@ -315,8 +317,10 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, "at least 1"),
         ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),
         ("train.threads", t.threads, t.threads >= 0, "0 (torch's default) or more"),
-        ("train.checkpoint_every_steps", t.checkpoint_every_steps, t.checkpoint_every_steps >= 0,
-         "0 (off) or more"),
+        ("train.accumulate_steps", t.accumulate_steps, t.accumulate_steps >= 1, "at least 1"),
+        ("train.checkpoint_every_steps", t.checkpoint_every_steps,
+         t.checkpoint_every_steps >= 0 and t.checkpoint_every_steps % t.accumulate_steps == 0,
+         f"0 (off) or a multiple of train.accumulate_steps ({t.accumulate_steps})"),
         ("eval.batch_size", cfg.eval.batch_size, cfg.eval.batch_size >= 1, "at least 1"),
         ("eval.test_clips", cfg.eval.test_clips,
          cfg.eval.test_clips is None or cfg.eval.test_clips >= 1, "at least 1, or null"),

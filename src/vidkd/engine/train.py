@@ -295,6 +295,11 @@ def train(
         cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))
     )
     dist_info = distributed.init_distributed(device)
+    if cfg.model.sync_bn and dist_info.enabled and device.type == "cpu":
+        raise VidkdError(
+            "model.sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU; drop "
+            "--set model.sync_bn=true for CPU processes"
+        )
     ensure_writable(run_dir)
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
         return _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force)
@@ -364,6 +369,8 @@ def _train(
         distributed.barrier()
     num_classes = len(splits.classes)
     method = build_method(cfg, num_classes).to(device)
+    if cfg.model.sync_bn and dist_info.enabled:  # batch statistics over every process's clips
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last_3d)
     loaders = build_loaders(cfg, splits, method.num_views, dist_info, device.type == "cuda")
@@ -438,7 +445,7 @@ def _train(
             batches=progress_in_epoch["batches"] if progress_in_epoch else None,
         )
 
-    every = cfg.train.checkpoint_every_steps
+    every, accumulate = cfg.train.checkpoint_every_steps, cfg.train.accumulate_steps
     step = start_epoch * len(loaders.train)
     epoch_times: list[float] = []
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -454,6 +461,8 @@ def _train(
         batches, clips_seen, epoch_failed, elapsed_before = 0, 0, [], 0.0
         train_sampler.skip = 0
         full_batches = len(loaders.train)
+        if loaders.train.drop_last:  # a trailing group short of accumulate_steps is dropped too
+            full_batches -= full_batches % accumulate
         if in_epoch is not None:  # resumed mid-epoch: skip what was trained, keep its tallies
             batches, clips_seen = in_epoch["batches"], in_epoch["clips"]
             totals, epoch_failed = dict(in_epoch["totals"]), list(in_epoch["failed"])
@@ -467,24 +476,33 @@ def _train(
             leave=False, mininterval=1, dynamic_ncols=True,
         )
         for batch in bar:
+            if batches >= full_batches:
+                break
+            # gradients of `group` batches add up to one step; the last group may be shorter
+            group_start = batches - batches % accumulate
+            group = min(accumulate, full_batches - group_start)
+            steps_now = batches + 1 == group_start + group
             epoch_failed.extend(batch["failed"])
             clips = batch["clips"]  # (N, V, T, H, W, C) uint8
             labels = batch["label"].to(device, non_blocking=True)
             inputs = to_model_input(clips.flatten(0, 1), device, cfg.train.channels_last)
             with torch.no_grad():
                 inputs = augment(inputs, generator=augment_rng)
-            with autocast(device, cfg.train.precision):
-                losses = model(inputs, labels)
-            loss = losses["loss"]
-            if not torch.isfinite(loss):
-                raise VidkdError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}; lower optim.lr "
-                    "(e.g. --set optim.lr=0.001) or use train.precision=fp32"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            no_sync = model.no_sync() if dist_info.enabled and not steps_now else contextlib.nullcontext()
+            with no_sync:
+                with autocast(device, cfg.train.precision):
+                    losses = model(inputs, labels)
+                loss = losses["loss"]
+                if not torch.isfinite(loss):
+                    raise VidkdError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}; lower optim.lr "
+                        "(e.g. --set optim.lr=0.001) or use train.precision=fp32"
+                    )
+                scaler.scale(loss / group).backward()
+            if steps_now:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
             batches += 1
             step += 1
             clips_seen += inputs.shape[0]
@@ -497,7 +515,7 @@ def _train(
                     {"kind": "step", "epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"],
                      **{k: float(v.detach()) for k, v in losses.items()}}, step, "step",
                 )
-            if every and step % every == 0 and batches < full_batches:
+            if every and step % every == 0 and steps_now and batches < full_batches:
                 if is_main:
                     write_checkpoint(epoch, {
                         "batches": batches, "clips": clips_seen, "totals": dict(totals),

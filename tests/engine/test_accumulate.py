@@ -1,0 +1,72 @@
+"""Gradient accumulation: ``accumulate_steps`` batches of b videos make the same optimiser
+step as one batch of k * b videos, once BatchNorm's batch statistics are taken out of the
+comparison (BN held in eval mode)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from vidkd.config import config_from_dict
+from vidkd.engine.train import train
+from vidkd.errors import VidkdError
+from vidkd.methods.baseline import Baseline
+
+
+def bn_frozen_train(self: Baseline, mode: bool = True) -> Baseline:
+    nn.Module.train(self, mode)
+    for module in self.modules():
+        if isinstance(module, nn.BatchNorm3d):
+            module.eval()  # running statistics, not the batch's: the step no longer depends on b
+    return self
+
+
+def run(tiny_config, cache, out, batch: int, accumulate: int) -> dict[str, torch.Tensor]:
+    values = tiny_config(cache, out, f"b{batch}-a{accumulate}",
+                         method={"name": "baseline", "augment": {"full": False, "flip": False}})
+    values["train"].update({"epochs": 1, "batch_size": batch, "accumulate_steps": accumulate})
+    train(config_from_dict(values), progress=False)
+    return load_file(str(out / f"b{batch}-a{accumulate}" / "student.safetensors"))
+
+
+def test_accumulated_steps_equal_the_large_batch(tmp_path, synthetic_cache, tiny_config, monkeypatch):
+    monkeypatch.setattr(Baseline, "train", bn_frozen_train)
+    large = run(tiny_config, synthetic_cache, tmp_path, batch=8, accumulate=1)
+    accumulated = run(tiny_config, synthetic_cache, tmp_path, batch=4, accumulate=2)
+    small = run(tiny_config, synthetic_cache, tmp_path, batch=4, accumulate=1)
+    for key in large:
+        torch.testing.assert_close(accumulated[key], large[key], rtol=1e-4, atol=1e-6, msg=key)
+    # the comparison can fail: four steps of 4 videos land elsewhere than two steps of 8
+    assert any(not torch.allclose(small[k], large[k], rtol=1e-4, atol=1e-6) for k in large)
+
+
+def test_checkpoint_interval_must_fit_the_accumulation(tmp_path, synthetic_cache, tiny_config):
+    values = tiny_config(synthetic_cache, tmp_path)
+    values["train"].update({"accumulate_steps": 2, "checkpoint_every_steps": 3})
+    with pytest.raises(VidkdError, match="multiple of train.accumulate_steps"):
+        config_from_dict(values)
+
+
+def test_sync_bn_on_cpu_processes_is_one_line(tmp_path, synthetic_cache, tiny_config, monkeypatch):
+    """SyncBatchNorm has no CPU kernel: under torchrun on CPU, say so before anything runs."""
+    import socket
+
+    from vidkd.engine import distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+    values = tiny_config(synthetic_cache, tmp_path)
+    values["model"]["sync_bn"] = True
+    values["train"]["device"] = "cpu"
+    try:
+        with pytest.raises(VidkdError, match="model.sync_bn needs GPUs"):
+            train(config_from_dict(values), progress=False)
+    finally:
+        distributed.cleanup()
+    assert not (tmp_path / "tiny").exists()
