@@ -61,6 +61,8 @@ class DataConfig:
     num_workers: int = 2
     max_failed_fraction: float = 0.05
     skip_list: str | None = None
+    cache: Literal["none", "memory"] = "none"  # memory: decode each video once, keep its frames
+    cache_budget_mb: int = 4096
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -289,6 +291,7 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("data.val_clips", d.val_clips, d.val_clips >= 1, "at least 1"),
         ("data.val_fraction", d.val_fraction, 0.0 < d.val_fraction < 1.0, "in (0, 1)"),
         ("data.num_workers", d.num_workers, d.num_workers >= 0, "0 or more"),
+        ("data.cache_budget_mb", d.cache_budget_mb, d.cache_budget_mb >= 1, "at least 1"),
         ("data.max_failed_fraction", d.max_failed_fraction, 0.0 <= d.max_failed_fraction <= 1.0,
          "in [0, 1]"),
         ("data.synthetic.num_classes", s.num_classes, s.num_classes >= 2, "at least 2"),

@@ -13,14 +13,16 @@ log it once and count it; in testing the item is marked ``valid = False``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vidkd.data.decode import DecodeError, open_clip_reader
+from vidkd.data.decode import ClipReader, DecodeError, open_clip_reader
 from vidkd.data.records import VideoRecord
 from vidkd.data.sampling import Clip, random_clip, uniform_clips
 from vidkd.errors import VidkdError
@@ -65,6 +67,7 @@ class VideoClipDataset(Dataset):
         same_clip: bool = False,
         num_clips: int = 10,
         seed: int = 0,
+        open_reader: Callable[[str | Path, int], ClipReader] = open_clip_reader,
     ) -> None:
         if not records:
             raise VidkdError("the dataset has no videos; check data.root and data.annotations")
@@ -76,6 +79,7 @@ class VideoClipDataset(Dataset):
         self.num_clips = num_clips
         self.seed = seed
         self.epoch = 0
+        self.open_reader = open_reader  # files, or a MemoryCache's frames (data.cache)
 
     def set_epoch(self, epoch: int) -> None:
         """Clip positions and crops depend on (seed, epoch, index) only, not on workers."""
@@ -91,7 +95,7 @@ class VideoClipDataset(Dataset):
 
     def _read_train(self, record: VideoRecord, rng: np.random.Generator) -> np.ndarray:
         spec = self.spec
-        with open_clip_reader(record.path, spec.short_side) as reader:
+        with self.open_reader(record.path, spec.short_side) as reader:
             first, last = self._frame_range(record, reader.info.fps, reader.info.num_frames)
             views = []
             clip: Clip | None = None
@@ -109,7 +113,7 @@ class VideoClipDataset(Dataset):
 
     def _read_test(self, record: VideoRecord) -> np.ndarray:
         spec = self.spec
-        with open_clip_reader(record.path, spec.short_side) as reader:
+        with self.open_reader(record.path, spec.short_side) as reader:
             first, last = self._frame_range(record, reader.info.fps, reader.info.num_frames)
             clips = uniform_clips(
                 reader.info.num_frames, spec.clip_len, spec.frame_stride, self.num_clips, first, last

@@ -53,6 +53,8 @@ class ClipReader(Protocol):
 
     def read(self, start: int, num_frames: int, stride: int = 1) -> np.ndarray: ...
 
+    def read_all(self) -> np.ndarray: ...
+
     def close(self) -> None: ...
 
 
@@ -138,6 +140,20 @@ class VideoReader:
             position += 1
         return frames
 
+    def read_all(self) -> np.ndarray:
+        """Every decodable frame, in order, unpadded, as uint8 (N, H, W, 3) (``data.cache``)."""
+        try:
+            frames = [
+                frame.reformat(width=self.out_width, height=self.out_height, format="rgb24").to_ndarray()
+                for frame in self._container.decode(self._stream)
+                if frame.time is None or frame.time >= self._start - 0.5 / self.info.fps
+            ]
+        except (av.FFmpegError, OSError, ValueError, MemoryError) as error:
+            raise DecodeError(f"decoding failed: {error}") from error
+        if not frames:
+            raise DecodeError("no frame could be decoded")
+        return np.stack(frames)
+
     def read(self, start: int, num_frames: int, stride: int = 1) -> np.ndarray:
         """Frames ``start, start+stride, ...`` as uint8 (num_frames, H, W, 3), loop-padded."""
         try:
@@ -192,6 +208,11 @@ class FrameFolderReader:
                 return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
         except (av.FFmpegError, OSError, StopIteration, ValueError) as error:
             raise DecodeError(f"cannot decode frame {path.name}: {error}") from error
+
+    def read_all(self) -> np.ndarray:
+        """Every frame, in order, as uint8 (N, H, W, 3) (``data.cache``)."""
+        size = (self.out_width, self.out_height)
+        return np.stack([self._decode_image(path, size) for path in self._files])
 
     def read(self, start: int, num_frames: int, stride: int = 1) -> np.ndarray:
         size = (self.out_width, self.out_height)

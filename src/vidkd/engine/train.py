@@ -34,7 +34,9 @@ from tqdm import tqdm
 from vidkd.config import ExperimentConfig, config_to_dict, dump_config
 from vidkd.data.augment import AugmentConfig, ClipAugment, flip_only
 from vidkd.data.build import DataSplits, build_splits
+from vidkd.data.cache import MemoryCache
 from vidkd.data.dataset import ClipSpec, VideoClipDataset, collate
+from vidkd.data.decode import open_clip_reader
 from vidkd.data.transforms import to_model_input
 from vidkd.engine import distributed
 from vidkd.engine.checkpoint import (
@@ -167,15 +169,23 @@ def _worker_init(_: int) -> None:
 
 def build_loaders(
     cfg: ExperimentConfig, splits: DataSplits, num_views: int, dist_info: distributed.DistInfo,
-    pin_memory: bool,
+    pin_memory: bool, progress: bool = False,
 ) -> Loaders:
     d = cfg.data
     spec = ClipSpec(d.clip_len, d.frame_stride, d.short_side, d.crop_size)
     seed = cfg.train.seed
-    train_set = VideoClipDataset(splits.train, spec, "train", num_views, d.same_clip, seed=seed)
-    val_set = VideoClipDataset(splits.val, spec, "test", num_clips=d.val_clips)
+    open_reader = open_clip_reader
+    if d.cache == "memory":  # decoded once here, before the workers fork and share it
+        cache = MemoryCache(d.short_side, d.cache_budget_mb)
+        cache.fill([r.path for r in (*splits.train, *splits.val, *splits.test)], progress)
+        open_reader = cache.open
+    train_set = VideoClipDataset(
+        splits.train, spec, "train", num_views, d.same_clip, seed=seed, open_reader=open_reader
+    )
+    val_set = VideoClipDataset(splits.val, spec, "test", num_clips=d.val_clips, open_reader=open_reader)
     test_set = VideoClipDataset(
-        splits.test, spec, "test", num_clips=cfg.eval.test_clips or d.test_clips
+        splits.test, spec, "test", num_clips=cfg.eval.test_clips or d.test_clips,
+        open_reader=open_reader,
     )
     if dist_info.enabled:  # evaluation shards without padding; metrics are summed over ranks
         val_set = Subset(val_set, range(dist_info.rank, len(val_set), dist_info.world_size))
@@ -373,7 +383,9 @@ def _train(
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last_3d)
-    loaders = build_loaders(cfg, splits, method.num_views, dist_info, device.type == "cuda")
+    loaders = build_loaders(
+        cfg, splits, method.num_views, dist_info, device.type == "cuda", progress and dist_info.is_main
+    )
     train_sampler: SkipSampler = loaders.train.sampler  # type: ignore[assignment]
     augment = ClipAugment(augment_config(cfg, method))
     augment_rng = torch.Generator(device=device).manual_seed(cfg.train.seed * 7919 + dist_info.rank)

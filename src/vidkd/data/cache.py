@@ -1,0 +1,89 @@
+"""``data.cache: memory``: decode every video once, keep its frames in RAM, cut clips from them.
+
+A dataset that fits in memory (the embedded demo set, a small user set) then costs one decode
+pass instead of one per epoch. Clips are cut exactly as from files: the same reader
+interface (:class:`~vidkd.data.decode.ClipReader`), the same frame count from the container
+(which drives temporal sampling), the same short-side scaling, loop padding and fallback to
+frame 0 when the container over-counts its frames. A video that fails to decode is not
+cached; it is read (and fails, and is counted) from its file as before.
+
+The cache is filled in the main process before the loader's workers start, so forked
+workers share its pages. ``data.cache_budget_mb`` bounds it: a dataset that does not fit
+stops with one line naming the budget, before training starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vidkd.data.decode import ClipReader, DecodeError, VideoInfo, _loop_pad, open_clip_reader
+from vidkd.errors import VidkdError
+
+log = logging.getLogger("vidkd")
+
+
+class MemoryReader:
+    """A :class:`ClipReader` over frames already decoded (uint8, (N, H, W, 3))."""
+
+    def __init__(self, frames: np.ndarray, info: VideoInfo) -> None:
+        self.frames = frames
+        self.info = info
+
+    def __enter__(self) -> MemoryReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def read(self, start: int, num_frames: int, stride: int = 1) -> np.ndarray:
+        """Frames ``start, start+stride, ...``, loop-padded, as :meth:`VideoReader.read`."""
+        stop = min(start + num_frames * stride, len(self.frames))
+        frames = list(self.frames[start:stop:stride])
+        if not frames and start > 0:  # the container over-counted: read from frame 0
+            frames = list(self.frames[0 : min(num_frames * stride, len(self.frames)) : stride])
+        return _loop_pad(frames, num_frames)
+
+
+class MemoryCache:
+    """Decoded videos by path, within a byte budget; ``open`` is a drop-in ``open_clip_reader``."""
+
+    def __init__(self, short_side: int, budget_mb: int) -> None:
+        self.short_side = short_side
+        self.budget = budget_mb * 2**20
+        self.used = 0
+        self.videos: dict[str, tuple[np.ndarray, VideoInfo]] = {}
+
+    def fill(self, paths: Iterable[str | Path], progress: bool = True) -> None:
+        """Decode every video of ``paths`` once (unreadable ones are left to the file path)."""
+        paths = [str(p) for p in dict.fromkeys(str(p) for p in paths) if str(p) not in self.videos]
+        for path in tqdm(paths, desc="caching videos in memory", disable=not progress, leave=False):
+            try:
+                with open_clip_reader(path, self.short_side) as reader:
+                    frames = reader.read_all()
+                    info = reader.info
+            except DecodeError:
+                continue
+            self.used += frames.nbytes
+            if self.used > self.budget:
+                raise VidkdError(
+                    f"data.cache=memory: the videos do not fit in data.cache_budget_mb="
+                    f"{self.budget // 2**20} (the first {len(self.videos) + 1} of {len(paths)} "
+                    f"already take {self.used / 2**20:.0f} MiB at short side {self.short_side}); "
+                    "raise the budget, lower data.short_side, or set data.cache=none"
+                )
+            self.videos[path] = (frames, info)
+        log.info("cached %d videos in memory (%.0f MiB)", len(self.videos), self.used / 2**20)
+
+    def open(self, path: str | Path, short_side: int | None = None) -> ClipReader:
+        cached = self.videos.get(str(path))
+        if cached is None or short_side != self.short_side:
+            return open_clip_reader(path, short_side)
+        return MemoryReader(*cached)

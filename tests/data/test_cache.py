@@ -1,0 +1,100 @@
+"""``data.cache: memory``: the same clips as decoding the files, for the same seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidkd.data.cache import MemoryCache
+from vidkd.data.dataset import ClipSpec, VideoClipDataset
+from vidkd.data.decode import open_clip_reader
+from vidkd.data.records import VideoRecord
+from vidkd.data.synthetic import write_video
+from vidkd.errors import VidkdError
+
+
+def numbered_video(path: Path, num_frames: int, size: int = 40) -> Path:
+    """Frame i is filled with grey level 5 * i (plus a gradient, so crops differ)."""
+    ramp = np.linspace(0, 40, size + 8, dtype=np.float32)[None, :, None]
+    frames = np.stack([np.clip(5 * i + ramp + np.zeros((size, 1, 3)), 0, 255) for i in range(num_frames)])
+    write_video(path, frames.astype(np.uint8), fps=25)
+    return path
+
+
+def same_items(records, spec, cache: MemoryCache, **kwargs) -> None:
+    from_files = VideoClipDataset(records, spec, **kwargs)
+    from_memory = VideoClipDataset(records, spec, open_reader=cache.open, **kwargs)
+    for epoch in (0, 3):
+        from_files.set_epoch(epoch)
+        from_memory.set_epoch(epoch)
+        for index in range(len(records)):
+            a, b = from_files[index], from_memory[index]
+            assert torch.equal(a["clips"], b["clips"]), (epoch, index)
+            assert a["failed"] == b["failed"] and a["index"] == b["index"]
+
+
+def test_memory_clips_equal_file_clips(tmp_path):
+    # lengths around the clip length: loop padding, short videos, starts near the end
+    records = [VideoRecord(str(numbered_video(tmp_path / f"v{n}.mp4", n)), n % 2)
+               for n in (3, 8, 13, 40)]
+    spec = ClipSpec(clip_len=8, frame_stride=2, short_side=32, crop_size=24)
+    cache = MemoryCache(spec.short_side, budget_mb=64)
+    cache.fill([r.path for r in records], progress=False)
+    assert len(cache.videos) == 4
+    same_items(records, spec, cache, mode="train", num_views=2, seed=7)
+    same_items(records, spec, cache, mode="test", num_clips=3)
+
+
+def test_real_ucf101_and_frame_folders(shared):
+    videos = sorted((shared / "ucf101-mini").glob("*/*.mp4"))[:3]
+    folders = sorted(p for p in (shared / "formats" / "RaivoKoot_frames").rglob("*") if p.is_dir()
+                     and any(p.glob("img_*.jpg")))[:1]
+    records = [VideoRecord(str(p), i) for i, p in enumerate(videos + folders)]
+    assert len(records) == 4
+    spec = ClipSpec(clip_len=8, frame_stride=1, short_side=64, crop_size=56)
+    cache = MemoryCache(spec.short_side, budget_mb=512)
+    cache.fill([r.path for r in records], progress=False)
+    for record in records:  # the container's frame count drives sampling, not the decoded one
+        with open_clip_reader(record.path, spec.short_side) as reader:
+            assert cache.open(record.path, spec.short_side).info == reader.info
+    same_items(records, spec, cache, mode="train", num_views=2, seed=3)
+
+
+def test_corrupt_video_is_read_from_its_file_and_counted(tmp_path):
+    good = VideoRecord(str(numbered_video(tmp_path / "good.mp4", 20)), 0)
+    bad_path = tmp_path / "bad.mp4"
+    bad_path.write_bytes(b"not a video at all")
+    bad = VideoRecord(str(bad_path), 1)
+    cache = MemoryCache(32, budget_mb=64)
+    cache.fill([good.path, bad.path], progress=False)
+    assert list(cache.videos) == [good.path]
+    data = VideoClipDataset([bad, good], ClipSpec(4, 1, 32, 32), "train",
+                            seed=0, open_reader=cache.open)
+    item = data[0]
+    assert item["failed"] and item["failed"][0].startswith(str(bad_path))
+
+
+def test_budget_is_one_line(tmp_path):
+    paths = [str(numbered_video(tmp_path / f"v{i}.mp4", 40, size=64)) for i in range(3)]
+    cache = MemoryCache(64, budget_mb=1)  # each video: 40 x 64 x 72 x 3 = 0.53 MiB
+    with pytest.raises(VidkdError, match="data.cache_budget_mb=1 .*first 2 of 3"):
+        cache.fill(paths, progress=False)
+
+
+def test_training_run_with_memory_cache_equals_file_run(tmp_path, synthetic_cache, tiny_config):
+    from safetensors.torch import load_file
+
+    from vidkd.config import config_from_dict
+    from vidkd.engine.train import train
+
+    for name, cache in (("files", "none"), ("memory", "memory")):
+        values = tiny_config(synthetic_cache, tmp_path, name)
+        values["data"]["cache"] = cache
+        values["train"]["epochs"] = 1
+        train(config_from_dict(values), progress=False)
+    a = load_file(str(tmp_path / "files" / "student.safetensors"))
+    b = load_file(str(tmp_path / "memory" / "student.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
