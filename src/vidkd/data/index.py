@@ -11,12 +11,19 @@ lists each directory once and then matches
 
 Entries not found on disk go to ``DatasetIndex.missing`` and are reported in one log line;
 they are never fatal. An index in which *no* entry is found raises :class:`VidkdError`.
+
+List files are read as UTF-8 with an optional byte-order mark (:func:`vidkd.files.read_text`).
+Directory walks enter each real directory once (:class:`VisitedDirs`): a symlink back to a
+directory already walked (a loop) or one that cannot be resolved is skipped with one
+warning. ``*.partial`` names (unfinished ``vidkd prepare`` outputs) are never indexed.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import math
 import os
 import random
 import re
@@ -27,6 +34,7 @@ from pathlib import Path
 
 from vidkd.data.records import DatasetIndex, VideoRecord
 from vidkd.errors import VidkdError
+from vidkd.files import read_lines, read_text
 
 logger = logging.getLogger("vidkd")
 
@@ -38,6 +46,7 @@ _KNOWN_VIDEO_SUFFIXES = frozenset(
 FRAME_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 _UCF_GROUP = re.compile(r"_(g\d+)_c\d+", re.IGNORECASE)
 _FRAME_NUMBER = re.compile(r"(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
+PARTIAL_SUFFIX = ".partial"  # an output ``vidkd prepare`` has not finished
 
 
 # --------------------------------------------------------------------------- resolver
@@ -49,16 +58,98 @@ def _video_suffix(name: str) -> str:
     return suffix if suffix in _KNOWN_VIDEO_SUFFIXES else ""
 
 
+def _is_partial(name: str) -> bool:
+    """Whether ``name`` is an unfinished ``vidkd prepare`` output (never a video)."""
+    return name.endswith(PARTIAL_SUFFIX)
+
+
+def _entry_is_dir(entry: os.DirEntry[str]) -> bool:
+    """``entry.is_dir()``, False for a link that cannot be resolved (a loop: ELOOP)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _entry_is_file(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
 def _is_frame_folder(path: Path) -> bool:
     """Whether ``path`` is a directory holding at least one image frame."""
     try:
         with os.scandir(path) as entries:
             return any(
-                entry.name.lower().endswith(FRAME_EXTENSIONS) and entry.is_file()
+                entry.name.lower().endswith(FRAME_EXTENSIONS) and _entry_is_file(entry)
                 for entry in entries
             )
     except OSError:
         return False
+
+
+class VisitedDirs:
+    """The real directories a walk has entered, by ``(st_dev, st_ino)``: each is entered once.
+
+    :meth:`enter` refuses a directory already entered under another name (a symlink
+    loop back to an ancestor, or an alias of a sibling) and a link that cannot be
+    resolved (``ELOOP``); :meth:`warn` names them in one warning.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.seen: set[tuple[int, int]] = set()
+        self.skipped: list[str] = []
+        self.enter(root)
+
+    def enter(self, path: str | Path) -> bool:
+        """Whether ``path`` is a directory not entered before (it is now marked entered)."""
+        try:
+            stat = os.stat(path)
+        except OSError as error:
+            self.skipped.append(f"{path} ({error.strerror or error})")
+            return False
+        key = (stat.st_dev, stat.st_ino)
+        if key in self.seen:
+            self.skipped.append(f"{path} -> {os.path.realpath(path)}")
+            return False
+        self.seen.add(key)
+        return True
+
+    def warn(self, source: str) -> None:
+        """One warning naming the skipped links (at most five), if any."""
+        if self.skipped:
+            shown = "; ".join(self.skipped[:5]) + (" ..." if len(self.skipped) > 5 else "")
+            logger.warning(
+                "%s: skipped %d symlink(s) that lead back to a directory already walked "
+                "(a symlink loop) or cannot be resolved: %s; each real directory is walked once",
+                source,
+                len(self.skipped),
+                shown,
+            )
+
+
+def entry_kind(entry: os.DirEntry[str], visited: VisitedDirs) -> str | None:
+    """``"dir"`` (a directory now entered), ``"file"``, or ``None`` (skip it).
+
+    ``None`` for a directory already entered, a link that cannot be resolved (both are
+    recorded in ``visited``), other non-files and ``*.partial`` names.
+    """
+    if _is_partial(entry.name):
+        return None
+    if _entry_is_dir(entry):
+        return "dir" if visited.enter(entry.path) else None
+    if _entry_is_file(entry):
+        return "file"
+    if entry.is_symlink():
+        visited.enter(entry.path)  # records why it cannot be followed
+    return None
+
+
+def _sorted_dirs_first_real(entries: Iterable[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+    """Entries by name, but real directories before links, so a link is the one skipped."""
+    return sorted(entries, key=lambda entry: (entry.is_symlink(), entry.name))
 
 
 @dataclass
@@ -89,7 +180,9 @@ class _Resolver:
             try:
                 with os.scandir(directory) as entries:
                     for entry in entries:
-                        is_dir = entry.is_dir()
+                        if _is_partial(entry.name):
+                            continue
+                        is_dir = _entry_is_dir(entry)
                         listing.exact[entry.name] = is_dir
                         listing.lower.setdefault(entry.name.lower(), entry.name)
                         if is_dir:
@@ -171,19 +264,13 @@ class _Resolver:
 def _require_dir(video_root: Path) -> Path:
     video_root = Path(video_root)
     if not video_root.is_dir():
-        raise VidkdError(
-            f"video directory {video_root} does not exist: check the video root path in the config"
-        )
+        raise VidkdError(f"video directory {video_root} does not exist: check data.root in the config")
     return video_root
 
 
 def _read_lines(path: Path, fix: str) -> list[str]:
-    """Non-empty, stripped lines of ``path`` (CRLF-safe); a missing file is a VidkdError."""
-    path = Path(path)
-    if not path.is_file():
-        raise VidkdError(f"annotation file {path} not found: {fix}")
-    with path.open(encoding="utf-8", newline=None) as handle:
-        return [line.strip() for line in handle if line.strip()]
+    """Non-empty, stripped lines of ``path`` (CRLF-safe, BOM stripped); errors are VidkdError."""
+    return read_lines(path, "annotation file", fix)
 
 
 def _parse_int(token: str, path: Path, line: str) -> int:
@@ -208,7 +295,7 @@ def _finish(
         raise VidkdError(
             f"no videos found under {video_root}: expected {expected}"
             + (f" ({len(missing)} entries of {source}, none on disk)" if missing else "")
-            + "; check video_root"
+            + "; check data.root and the annotations"
         )
     if missing:
         logger.warning(
@@ -409,13 +496,44 @@ def _classes_from_labels(list_file: Path, entries: Iterable[tuple[str, int]]) ->
 # --------------------------------------------------------------------------- Kinetics
 
 
+def _csv_rows(path: Path, fix: str) -> tuple[list[str], list[dict[str, str]]]:
+    """``(columns, rows)`` of a CSV file; columns stripped, a short row's gaps are ``""``."""
+    text = read_text(path, "annotation file", fix)
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [name.strip() for name in next(reader, [])]
+        rows = [
+            dict(zip(header, [*row, *[""] * (len(header) - len(row))], strict=False))
+            for row in reader
+            if row
+        ]
+    except csv.Error as error:
+        raise VidkdError(f"{path}: not a readable CSV file ({error}): fix the file") from None
+    return header, rows
+
+
 def _read_classes_file(classes_file: Path) -> list[str]:
     """Class names from Kinetics' ``id,name`` CSV or a one-name-per-line text file."""
-    lines = _read_lines(Path(classes_file), "check classes_file")
+    classes_file = Path(classes_file)
+    lines = _read_lines(classes_file, "check data.classes_file")
+    if not lines:
+        raise VidkdError(f"classes file {classes_file} is empty: check data.classes_file")
     if lines[0].replace('"', "").lower().startswith("id,name"):
-        with Path(classes_file).open(encoding="utf-8", newline="") as handle:
-            rows = sorted(csv.DictReader(handle), key=lambda row: int(row["id"]))
-        return [row["name"].strip() for row in rows]
+        header, rows = _csv_rows(classes_file, "check data.classes_file")
+        if not {"id", "name"} <= set(header):
+            raise VidkdError(
+                f"{classes_file}: header {header} lacks an 'id' and a 'name' column: fix the file"
+            )
+        numbered = []
+        for row in rows:
+            try:
+                numbered.append((int(row["id"]), row["name"].strip()))
+            except ValueError:
+                raise VidkdError(
+                    f"{classes_file}: expected 'id,name' rows with an integer id, got "
+                    f"{row['id']!r}: fix the file"
+                ) from None
+        return [name for _, name in sorted(numbered)]
     return [line.strip().strip('"') for line in lines]
 
 
@@ -425,6 +543,8 @@ def kinetics_index(
     subset_name: str,
     classes_file: Path | None = None,
     trimmed: bool = True,
+    *,
+    setting: str = "data.annotations",
 ) -> DatasetIndex:
     """Index Kinetics from its CSV (``label,youtube_id,time_start,time_end,split[,is_cc]``).
 
@@ -433,15 +553,10 @@ def kinetics_index(
     written or with ``_`` for spaces) or flat in ``video_root``. Downloads are usually
     trimmed to the 10 s segment, so ``start_sec``/``end_sec`` are set only when
     ``trimmed=False``. ``group`` is the YouTube id. Rows without a label are skipped (logged).
+    ``setting`` is the config key that named ``annotation_csv`` (for messages).
     """
     video_root, annotation_csv = _require_dir(video_root), Path(annotation_csv)
-    if not annotation_csv.is_file():
-        raise VidkdError(f"annotation file {annotation_csv} not found: check annotation_csv")
-    with annotation_csv.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = [name.strip() for name in reader.fieldnames or []]
-        reader.fieldnames = columns
-        rows = list(reader)
+    columns, rows = _csv_rows(annotation_csv, f"check {setting}")
     needed = {"youtube_id", "time_start", "time_end"}
     if not needed <= set(columns):
         raise VidkdError(
@@ -454,7 +569,7 @@ def kinetics_index(
             present = sorted({(row["split"] or "").strip() for row in rows})
             raise VidkdError(
                 f"{annotation_csv}: no rows with split {subset_name!r} (found {present}): "
-                "fix subset_name"
+                "the split is the CSV's file name (train.csv holds split 'train'): rename it"
             )
     else:
         subset_rows = rows
@@ -487,7 +602,15 @@ def kinetics_index(
                 f"{annotation_csv}: label {name!r} is not in {classes_file}: "
                 "use the label list of the same Kinetics version"
             )
-        start, end = float(row["time_start"]), float(row["time_end"])
+        try:
+            start, end = float(row["time_start"]), float(row["time_end"])
+            if not (math.isfinite(start) and math.isfinite(end)):
+                raise ValueError
+        except ValueError:
+            raise VidkdError(
+                f"{annotation_csv}: time_start/time_end of {row['youtube_id']!r} are not numbers "
+                f"({row['time_start']!r}, {row['time_end']!r}): fix the file"
+            ) from None
         stem = f"{row['youtube_id'].strip()}_{int(start):06d}_{int(end):06d}"
         candidates = (f"{name}/{stem}", f"{name.replace(' ', '_')}/{stem}", stem)
         path = next(filter(None, map(resolver.resolve, candidates)), None)
@@ -519,17 +642,28 @@ def folder_index(
     list_file: Path | None = None,
     classes: Sequence[str] | None = None,
     extensions: Sequence[str] = VIDEO_EXTENSIONS,
+    *,
+    setting: str = "data.annotations",
 ) -> DatasetIndex:
     """Index a generic ``root/<class>/<video>`` tree; a frame folder counts as one video.
 
     Classes are the sorted subdirectories of ``root`` unless given (matched
     case-insensitively). With ``list_file``, only its entries are indexed: lines
     ``<relative/path> [label]`` (0-based label; without one, the label of the top folder).
-    ``group`` is the ``gXX`` of UCF101-style names, else ``None``.
+    ``group`` is the ``gXX`` of UCF101-style names, else ``None``. Each real directory is
+    walked once (a class folder or frame folder reached again through a symlink is
+    skipped, with a warning). ``setting`` is the config key that named ``list_file``.
     """
     root = _require_dir(root)
+    visited = VisitedDirs(root)
+    with os.scandir(root) as entries:
+        class_dirs = [
+            entry for entry in _sorted_dirs_first_real(entries)
+            if entry_kind(entry, visited) == "dir"
+        ]
+    class_dirs.sort(key=_name)
     if classes is None:
-        classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+        classes = [entry.name for entry in class_dirs]
     classes = list(classes)
     lookup = _class_lookup(classes)
     extensions = tuple(ext.lower() for ext in extensions)
@@ -539,22 +673,27 @@ def folder_index(
     expected = f"{root}/<class>/<video>{extensions[0]} or {root}/<class>/<video>/img_00001.jpg"
 
     if list_file is None:
-        class_dirs = sorted((entry for entry in os.scandir(root) if entry.is_dir()), key=_name)
         for class_dir in class_dirs:
             label = lookup.get(class_dir.name.lower())
             if label is None:
                 continue
-            for entry in sorted(os.scandir(class_dir.path), key=_name):
+            with os.scandir(class_dir.path) as entries:
+                videos = _sorted_dirs_first_real(entries)
+            found = []
+            for entry in videos:
                 path = Path(entry.path)
-                if entry.is_dir() and not _is_frame_folder(path):
+                kind = entry_kind(entry, visited)
+                if kind == "dir" and not _is_frame_folder(path):
                     continue
-                if entry.is_file() and _video_suffix(entry.name) not in extensions:
+                if kind is None or (kind == "file" and _video_suffix(entry.name) not in extensions):
                     continue
-                records.append(VideoRecord(path, label, group=_ucf_group(entry.name)))
+                found.append(VideoRecord(path, label, group=_ucf_group(entry.name)))
+            records.extend(sorted(found, key=lambda record: record.path.name))
+        visited.warn(str(root))
         return _finish(root.name, resolver, records, missing, classes, expected)
 
     list_file = Path(list_file)
-    for line in _read_lines(list_file, "check list_file"):
+    for line in _read_lines(list_file, f"check {setting}"):
         relative, label = line, None
         head, _, tail = line.rpartition(" ")
         if head.strip() and re.fullmatch(r"-?\d+", tail):
@@ -565,7 +704,7 @@ def folder_index(
             if label is None:
                 raise VidkdError(
                     f"{list_file}: {relative} has no label and its folder {folder!r} is not a "
-                    f"class under {root}: add a label or pass classes"
+                    f"class under {root}: add a label to the line"
                 )
         elif not 0 <= label < len(classes):
             raise VidkdError(f"{list_file}: label of {relative} is outside 0..{len(classes) - 1}")
@@ -579,11 +718,12 @@ def folder_index(
 
 def _frame_range(folder: Path) -> tuple[int, int] | None:
     """First and last frame number of the ``img_NNNNN.jpg`` files in ``folder``."""
-    numbers = [
-        int(match.group(1))
-        for entry in os.scandir(folder)
-        if (match := _FRAME_NUMBER.search(entry.name))
-    ]
+    try:
+        with os.scandir(folder) as entries:
+            names = [entry.name for entry in entries]
+    except OSError:
+        return None
+    numbers = [int(match.group(1)) for name in names if (match := _FRAME_NUMBER.search(name))]
     return (min(numbers), max(numbers)) if numbers else None
 
 
@@ -599,7 +739,7 @@ def frame_list_index(
     """
     root, annotation_file = _require_dir(root), Path(annotation_file)
     rows: list[tuple[str, int, int, int]] = []
-    for line in _read_lines(annotation_file, "check annotation_file"):
+    for line in _read_lines(annotation_file, "check the annotation file path"):
         tokens = line.split()
         if len(tokens) != 4:
             raise VidkdError(
