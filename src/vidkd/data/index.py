@@ -192,7 +192,7 @@ class _Resolver:
                         else:
                             continue
                         listing.stems.setdefault(stem, []).append(entry.name)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL character in a list entry
                 listing = None
             self._listings[directory] = listing
         return self._listings[directory]
@@ -485,10 +485,10 @@ def _classes_from_labels(list_file: Path, entries: Iterable[tuple[str, int]]) ->
                 "fix the list"
             )
     if sorted(names) != list(range(len(names))):
-        absent = sorted(set(range(max(names) + 1)) - set(names)) if names else []
+        absent = [label for label in range(len(names)) if label not in names][:5]
         raise VidkdError(
-            f"{list_file}: labels must be 0..K-1 with every class listed; no entry has label "
-            f"{absent[:5]}: pass classes explicitly or fix the list"
+            f"{list_file}: labels must be 0..K-1 with every class listed ({len(names)} labels "
+            f"used, none is {absent}): fix the list"
         )
     return [names[label] for label in range(len(names))]
 
@@ -697,7 +697,7 @@ def folder_index(
         relative, label = line, None
         head, _, tail = line.rpartition(" ")
         if head.strip() and re.fullmatch(r"-?\d+", tail):
-            relative, label = head.strip(), int(tail)
+            relative, label = head.strip(), _parse_int(tail, list_file, line)
         if label is None:
             folder = relative.replace("\\", "/").split("/")[0]
             label = lookup.get(folder.lower())
