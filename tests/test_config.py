@@ -7,6 +7,8 @@ import re
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vidkd.config import ExperimentConfig, config_from_dict, dump_config, load_config
 from vidkd.errors import VidkdError
@@ -162,3 +164,34 @@ def test_impossible_yaml_values_are_one_line(tmp_path):
     assert load_config(None, ["name=2001-02-30"]).name == "2001-02-30"  # --set keeps the text
     with pytest.raises(VidkdError, match="expected a mapping"):
         load_config(write(tmp_path, "0\n"))
+
+
+# Pieces of real config text, so that generated files get past the YAML parser.
+YAML_TOKENS = [
+    "data:", "optim:", "model:", "method:", "train:", "name:", "  lr: ", "  root: ", "  depth: ",
+    "  name: ", "  augment:", "    p: ", "  synthetic:", "    size: ", "\n", "1e-3", ".inf",
+    ".nan", "-1", "0", "18", "1e999", "kd", "[", "]", "{", "}", "&a ", "*a", "<<: ", "- ", ": ",
+    "? ", "'", '"', "\t", "2001-02-30", "0x1F", "~", "null", "true", "!!binary ", "!!str ",
+    "!!python/object:os.system ", "#", ",", "\ufeff", "\x00", "é", "  ", "lr", '"a\\nb": ',
+]
+yaml_text = st.lists(st.sampled_from(YAML_TOKENS), max_size=24).map("".join)
+SET_TOKENS = [
+    "optim.lr", "data.root", "method.augment", "data.synthetic.size", "name", "model", ".", "=",
+    "1e-3", "nan", ".inf", "{p: 1, p: 2}", "{p: 1}", "[1, 2", "x", "", " ", "2001-02-30", "\x00",
+]
+override = st.one_of(st.text(max_size=30), st.lists(st.sampled_from(SET_TOKENS), max_size=5).map("".join))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=200), yaml_text.map(lambda text: text.encode("utf-8")),
+                      st.text(max_size=200).map(lambda text: text.encode("utf-8"))),
+       overrides=st.lists(override, max_size=3))
+def test_config_loader_raises_nothing_but_vidkd_error(tmp_path, data, overrides):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(data)
+    for source in (path, None):
+        try:
+            load_config(source, overrides)
+        except VidkdError as error:
+            assert "\n" not in str(error)

@@ -274,9 +274,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
             suggestion = f"{prefix}.{_closest(str(key), names)}" if prefix else _closest(
                 str(key), names
             )
-            raise VidkdError(
-                f"{source}: unknown key '{where}'; did you mean '{suggestion}'?"
-            )
+            raise VidkdError(f"{source}: unknown key {where!r}; did you mean {suggestion!r}?")
         kwargs[key] = _coerce(value, hints[key], where, source)
     return cls(**kwargs)
 
@@ -287,7 +285,7 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise VidkdError(f"--set {dotted}: '{part}' is not a section")
+            raise VidkdError(f"--set {dotted!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
 
