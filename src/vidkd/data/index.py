@@ -147,6 +147,17 @@ def entry_kind(entry: os.DirEntry[str], visited: VisitedDirs) -> str | None:
     return None
 
 
+def _list_dir(directory: Path) -> list[os.DirEntry[str]]:
+    """The entries of ``directory``; one that cannot be listed is a VidkdError."""
+    try:
+        with os.scandir(directory) as entries:
+            return list(entries)
+    except OSError as error:
+        raise VidkdError(
+            f"cannot list {directory} ({error.strerror or error}): check its permissions"
+        ) from None
+
+
 def _sorted_dirs_first_real(entries: Iterable[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
     """Entries by name, but real directories before links, so a link is the one skipped."""
     return sorted(entries, key=lambda entry: (entry.is_symlink(), entry.name))
@@ -327,7 +338,7 @@ def _class_lookup(classes: Sequence[str]) -> dict[str, int]:
 
 def _check_split(split: int, subset: str, subsets: Iterable[str]) -> None:
     if split not in (1, 2, 3):
-        raise VidkdError(f"split must be 1, 2 or 3, got {split!r}: fix the dataset config")
+        raise VidkdError(f"data.split must be 1, 2 or 3, got {split!r}: fix the config")
     if subset not in subsets:
         raise VidkdError(f"subset must be one of {sorted(subsets)}, got {subset!r}: fix the config")
 
@@ -341,7 +352,10 @@ def ucf101_index(video_root: Path, split_dir: Path, split: int, subset: str) -> 
     """
     _check_split(split, subset, ("train", "test"))
     video_root, split_dir = _require_dir(video_root), Path(split_dir)
-    fix = "pass the ucfTrainTestlist folder of UCF101TrainTestSplits-RecognitionTask.zip"
+    fix = (
+        "set data.annotations to the ucfTrainTestlist folder of "
+        "UCF101TrainTestSplits-RecognitionTask.zip"
+    )
     class_file = split_dir / "classInd.txt"
     classes: list[str] = []
     for line in _read_lines(class_file, fix):
@@ -400,7 +414,7 @@ def hmdb51_index(video_root: Path, split_dir: Path, split: int, subset: str) -> 
     video_root, split_dir = _require_dir(video_root), Path(split_dir)
     if not split_dir.is_dir():
         raise VidkdError(
-            f"split directory {split_dir} does not exist: pass the folder holding "
+            f"split directory {split_dir} does not exist: set data.annotations to the folder holding "
             "<class>_test_split<N>.txt (testTrainMulti_7030_splits) or MMAction2's "
             "hmdb51_*_split_<N>_videos.txt"
         )
@@ -466,7 +480,7 @@ def _hmdb51_mmaction(video_root: Path, list_file: Path) -> DatasetIndex:
 def _read_path_label_list(list_file: Path) -> list[tuple[str, int]]:
     """Lines ``<path> [num_frames] <label>`` (MMAction2): path is the first token."""
     entries = []
-    for line in _read_lines(list_file, "check the path"):
+    for line in _read_lines(list_file, "check data.annotations"):
         tokens = line.split()
         if len(tokens) < 2:
             raise VidkdError(f"{list_file}: expected '<path> <label>', got {line!r}")
@@ -600,7 +614,7 @@ def kinetics_index(
         if name not in lookup:
             raise VidkdError(
                 f"{annotation_csv}: label {name!r} is not in {classes_file}: "
-                "use the label list of the same Kinetics version"
+                "set data.classes_file to the label list of the same Kinetics version"
             )
         try:
             start, end = float(row["time_start"]), float(row["time_end"])
@@ -656,11 +670,10 @@ def folder_index(
     """
     root = _require_dir(root)
     visited = VisitedDirs(root)
-    with os.scandir(root) as entries:
-        class_dirs = [
-            entry for entry in _sorted_dirs_first_real(entries)
-            if entry_kind(entry, visited) == "dir"
-        ]
+    class_dirs = [
+        entry for entry in _sorted_dirs_first_real(_list_dir(root))
+        if entry_kind(entry, visited) == "dir"
+    ]
     class_dirs.sort(key=_name)
     if classes is None:
         classes = [entry.name for entry in class_dirs]
@@ -677,8 +690,7 @@ def folder_index(
             label = lookup.get(class_dir.name.lower())
             if label is None:
                 continue
-            with os.scandir(class_dir.path) as entries:
-                videos = _sorted_dirs_first_real(entries)
+            videos = _sorted_dirs_first_real(_list_dir(Path(class_dir.path)))
             found = []
             for entry in videos:
                 path = Path(entry.path)
