@@ -43,7 +43,7 @@ import av
 
 from vidkd.config import DataConfig
 from vidkd.data.decode import list_frame_files
-from vidkd.data.index import (
+from vidkd.data.index.walk import (
     FRAME_EXTENSIONS,
     VisitedDirs,
     _is_frame_folder,

@@ -52,7 +52,7 @@ from vidkd.data.check import (
     map_videos,
 )
 from vidkd.data.decode import list_frame_files, scaled_size
-from vidkd.data.index import VisitedDirs
+from vidkd.data.index.walk import VisitedDirs
 from vidkd.data.synthetic import video_codec
 from vidkd.errors import VidkdError
 
