@@ -7,6 +7,8 @@ import re
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vidkd.config import ExperimentConfig, config_from_dict, dump_config, load_config
 from vidkd.errors import VidkdError
@@ -114,3 +116,82 @@ def test_checked_depths_are_the_model_family():
     from vidkd.models.resnet3d import DEPTHS
 
     assert _MODEL_DEPTHS == tuple(sorted(DEPTHS))
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def test_duplicate_keys_name_the_key_the_file_and_the_line(tmp_path):
+    path = write(tmp_path, "optim:\n  lr: 0.1\n  momentum: 0.8\n  lr: 0.2\n")
+    with pytest.raises(VidkdError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert str(path) in message and "'lr'" in message and "line 4" in message and "line 2" in message
+    path = write(tmp_path, "data:\n  root: /a\nmodel:\n  depth: 18\ndata:\n  root: /b\n")
+    with pytest.raises(VidkdError, match=r"line 5: key 'data' appears twice"):
+        load_config(path)
+    with pytest.raises(VidkdError, match=r"key 'p' is given twice"):
+        load_config(None, ["method.augment={p: 0.1, p: 0.2}"])
+    from vidkd.config import parse_yaml
+
+    # a '<<' merge may be overridden by an explicit key: that is not a duplicate
+    assert parse_yaml("a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  x: 3\n")["b"] == {"x": 3, "y": 2}
+
+
+def test_exponent_without_a_dot_is_a_float_where_the_field_is_one(tmp_path):
+    cfg = load_config(write(tmp_path, "optim:\n  lr: 1e-3\n  weight_decay: 5E-4\nname: 1e-3\n"))
+    assert cfg.optim.lr == 0.001 and cfg.optim.weight_decay == 0.0005
+    assert cfg.name == "1e-3"  # a text field keeps the text
+    cfg = load_config(None, ["optim.lr=1e-3", "paper.top1=7.5e+1"])
+    assert cfg.optim.lr == 0.001 and cfg.paper.top1 == 75.0
+    with pytest.raises(VidkdError, match="'train.epochs' must be int"):
+        load_config(None, ["train.epochs=1e2"])
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN", "1e999"])
+@pytest.mark.parametrize("field", ["optim.lr", "paper.top1"])  # float, float | None
+def test_non_finite_floats_are_refused(tmp_path, value, field):
+    with pytest.raises(VidkdError, match=rf"'{re.escape(field)}' is .*; it must be a finite number"):
+        load_config(None, [f"{field}={value}"])
+    section, key = field.split(".")
+    with pytest.raises(VidkdError, match=rf"exp.yaml: '{re.escape(field)}' is .*finite"):
+        load_config(write(tmp_path, f"{section}:\n  {key}: {value}\n"))
+
+
+def test_impossible_yaml_values_are_one_line(tmp_path):
+    with pytest.raises(VidkdError, match="not valid YAML"):
+        load_config(write(tmp_path, "name: 2001-02-30\n"))  # PyYAML raises ValueError
+    assert load_config(None, ["name=2001-02-30"]).name == "2001-02-30"  # --set keeps the text
+    with pytest.raises(VidkdError, match="expected a mapping"):
+        load_config(write(tmp_path, "0\n"))
+
+
+# Pieces of real config text, so that generated files get past the YAML parser.
+YAML_TOKENS = [
+    "data:", "optim:", "model:", "method:", "train:", "name:", "  lr: ", "  root: ", "  depth: ",
+    "  name: ", "  augment:", "    p: ", "  synthetic:", "    size: ", "\n", "1e-3", ".inf",
+    ".nan", "-1", "0", "18", "1e999", "kd", "[", "]", "{", "}", "&a ", "*a", "<<: ", "- ", ": ",
+    "? ", "'", '"', "\t", "2001-02-30", "0x1F", "~", "null", "true", "!!binary ", "!!str ",
+    "!!python/object:os.system ", "#", ",", "\ufeff", "\x00", "é", "  ", "lr", '"a\\nb": ',
+]
+yaml_text = st.lists(st.sampled_from(YAML_TOKENS), max_size=24).map("".join)
+SET_TOKENS = [
+    "optim.lr", "data.root", "method.augment", "data.synthetic.size", "name", "model", ".", "=",
+    "1e-3", "nan", ".inf", "{p: 1, p: 2}", "{p: 1}", "[1, 2", "x", "", " ", "2001-02-30", "\x00",
+]
+override = st.one_of(st.text(max_size=30), st.lists(st.sampled_from(SET_TOKENS), max_size=5).map("".join))
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=200), yaml_text.map(lambda text: text.encode("utf-8")),
+                      st.text(max_size=200).map(lambda text: text.encode("utf-8"))),
+       overrides=st.lists(override, max_size=3))
+def test_config_loader_raises_nothing_but_vidkd_error(tmp_path, data, overrides):
+    path = tmp_path / "fuzz.yaml"
+    path.write_bytes(data)
+    for source in (path, None):
+        try:
+            load_config(source, overrides)
+        except VidkdError as error:
+            assert "\n" not in str(error)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from vidkd.errors import VidkdError
+from vidkd.files import check_writable
 
 log = logging.getLogger("vidkd")
 
@@ -61,6 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vidkd.config import load_config
     from vidkd.engine.train import evaluate_student
 
+    if args.json:
+        check_writable(args.json, "--json")
     if args.run_dir:
         run_dir = Path(args.run_dir)
         config_path = Path(args.config) if args.config else _run_dir_config(run_dir)
@@ -77,6 +81,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for line in result.lines():
         print("  " + line)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
     return 0
 
@@ -89,8 +94,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    from vidkd.data.check import check_workers
     from vidkd.data.prepare import prepare_dataset
 
+    check_workers(args.workers)
+    check_writable(Path(args.report) if args.report else Path(args.dst) / "prepare-report.tsv",
+                   "--report")
     report = prepare_dataset(
         Path(args.src), Path(args.dst), args.short_side, args.workers, progress=not args.quiet,
         codec=args.codec, crf=args.crf, gop=args.gop,
@@ -108,8 +117,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from vidkd.data.check import check_config, check_directory
+    from vidkd.data.check import check_config, check_directory, check_workers
 
+    check_workers(args.workers)
+    check_writable(args.report, "--report")
+    if args.skip_list:
+        check_writable(args.skip_list, "--skip-list")
     if args.config:
         if args.dataset:
             raise VidkdError("vidkd check takes a DATASET folder or --config, not both")
@@ -129,7 +142,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path, problem in report.problems.items():
         print(f"  {path}: {problem}")
     if not report.ok:
-        print(f"  report: {args.report}; skip them in training with --set data.skip_list={args.report}")
+        report_path = os.path.abspath(args.report)
+        print(f"  report: {report_path}; skip them in training with --set data.skip_list={report_path}")
     return 0 if report.ok else 1
 
 

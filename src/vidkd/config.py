@@ -3,14 +3,18 @@
 A config file has up to seven sections (``data``, ``model``, ``method``, ``optim``,
 ``train``, ``eval``, ``paper``) plus a ``name``. Every key is checked: an unknown or
 misspelt key is a :class:`~vidkd.errors.VidkdError` that names the key, the file and
-the closest valid key. ``--set section.key=value`` overrides any field; the value is
-parsed as YAML (``--set optim.lr=0.1``, ``--set data.root=/data/ucf101``).
+the closest valid key; so is a key written twice in one section (PyYAML would silently
+keep the last). ``--set section.key=value`` overrides any field; the value is parsed as
+YAML (``--set optim.lr=0.1``, ``--set data.root=/data/ucf101``). A float field also takes
+``1e-3`` (YAML 1.1 reads it as text) and refuses ``.inf`` and ``.nan``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from vidkd.errors import VidkdError
+from vidkd.files import read_text
 from vidkd.models.resnet3d import DEPTHS
 
 DatasetName = Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "folder"]
@@ -174,6 +179,47 @@ class ExperimentConfig:
     paper: PaperConfig = field(default_factory=PaperConfig)
 
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice; ``key``, ``line`` and ``first_line`` (1-based)."""
+
+    def __init__(self, key: Any, node: yaml.Node, first: yaml.Mark) -> None:
+        super().__init__(None, None, f"duplicate key {key!r}", node.start_mark)
+        self.key, self.line, self.first_line = key, node.start_mark.line + 1, first.line + 1
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key written twice in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_marks: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # '<<: *defaults' merges may be overridden by explicit keys
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = first_marks.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not key_node.start_mark:
+                    raise DuplicateKeyError(key, key_node, first)
+        return super().construct_mapping(node, deep)
+
+
+# What a YAML parser can raise on hostile text besides YAMLError (an impossible date
+# such as 2001-02-30 raises ValueError; very deep nesting RecursionError).
+_YAML_FAILURES = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` parsed like ``yaml.safe_load``, but a repeated key raises DuplicateKeyError."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+# A float written with an exponent but no dot (``1e-3``), which YAML 1.1 reads as text.
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def _closest(key: str, valid: list[str]) -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
     return match[0] if match else valid[0]
@@ -206,8 +252,12 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
             except VidkdError as error:
                 errors.append(str(error))
         raise VidkdError(errors[0] if errors else f"{source}: '{where}' has a bad value {value!r}")
+    if annotation is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        value = float(value)  # 1e-3: a number, though YAML 1.1 reads it as a string
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        raise VidkdError(f"{source}: '{where}' is {value!r}; it must be a finite number")
     if annotation in (int, float, str, bool):
         if annotation is int and isinstance(value, bool):
             raise VidkdError(f"{source}: '{where}' must be an integer, got {value!r}")
@@ -229,9 +279,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
             suggestion = f"{prefix}.{_closest(str(key), names)}" if prefix else _closest(
                 str(key), names
             )
-            raise VidkdError(
-                f"{source}: unknown key '{where}'; did you mean '{suggestion}'?"
-            )
+            raise VidkdError(f"{source}: unknown key {where!r}; did you mean {suggestion!r}?")
         kwargs[key] = _coerce(value, hints[key], where, source)
     return cls(**kwargs)
 
@@ -242,7 +290,7 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise VidkdError(f"--set {dotted}: '{part}' is not a section")
+            raise VidkdError(f"--set {dotted!r}: {part!r} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -255,8 +303,10 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
             raise VidkdError(f"--set {item!r}: expected section.key=value, e.g. optim.lr=0.1")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
+            value = parse_yaml(raw) if raw != "" else None
+        except DuplicateKeyError as error:
+            raise VidkdError(f"--set {item!r}: key {error.key!r} is given twice; keep one") from None
+        except _YAML_FAILURES:
             value = raw
         parsed.append((key.strip(), value))
     return parsed
@@ -338,16 +388,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is None:
         return config_from_dict({}, "<defaults>", overrides)
     path = Path(path)
-    if not path.is_file():
-        raise VidkdError(
-            f"config file {path} not found; pass an existing YAML file, e.g. configs/demo/baseline.yaml"
-        )
+    text = read_text(
+        path, "config file", "pass an existing YAML file, e.g. configs/demo/baseline.yaml"
+    )
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
+        values = parse_yaml(text)
+    except DuplicateKeyError as error:
+        raise VidkdError(
+            f"{path}: line {error.line}: key {error.key!r} appears twice in one section "
+            f"(first on line {error.first_line}); keep one"
+        ) from None
+    except _YAML_FAILURES as error:
         mark = getattr(error, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
-        raise VidkdError(f"{path}:{line} is not valid YAML ({error.__class__.__name__}); fix the syntax") from None
+        detail = type(error).__name__ if isinstance(error, yaml.YAMLError) else str(error)
+        raise VidkdError(f"{path}:{line} is not valid YAML ({detail}); fix the syntax") from None
+    if values is None:
+        values = {}
     if not isinstance(values, dict):
         raise VidkdError(f"{path}: expected a mapping of sections (data:, model:, ...) at the top level")
     return config_from_dict(values, str(path), overrides)

@@ -178,7 +178,7 @@ def test_check_config_uses_the_paths_the_index_uses(
     code = main(["check", "--config", str(config), "--report", str(report_path), "-q"])
     assert code == 1
     listed = read_skip_list(report_path)
-    assert listed == {os.path.join(relative, os.path.relpath(p, root)) for p in corrupt}
+    assert listed == {os.path.abspath(os.path.join(relative, os.path.relpath(p, root))) for p in corrupt}
     data = {"dataset": "folder", "root": relative, "skip_list": str(report_path)}
     assert build_splits(config_from_dict({"data": data}).data).skipped == 5
 

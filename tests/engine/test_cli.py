@@ -93,3 +93,39 @@ def test_bad_input_is_one_clear_line(tmp_path, synthetic_cache, capsys, case, ti
     lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
     assert len(lines) == 1 and expect in lines[0], err
     assert "Traceback" not in err + out
+
+
+@pytest.mark.parametrize(
+    "command, option, bad",
+    [("check", "--report", "parent_is_a_file"), ("check", "--report", "is_a_directory"),
+     ("check", "--skip-list", "parent_is_a_file"), ("prepare", "--report", "parent_is_a_file"),
+     ("eval", "--json", "parent_is_a_file"), ("eval", "--json", "is_a_directory")],
+)
+def test_unwritable_report_paths_fail_before_the_work(tmp_path, capsys, monkeypatch, command,
+                                                      option, bad):
+    import vidkd.data.check
+    import vidkd.data.prepare
+    import vidkd.engine.train
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started before the output path was checked")
+
+    for module, name in [(vidkd.data.check, "check_directory"),
+                         (vidkd.data.prepare, "prepare_dataset"),
+                         (vidkd.engine.train, "evaluate_student")]:
+        monkeypatch.setattr(module, name, no_work)
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "a_dir").mkdir()
+    target = str(tmp_path / "a_file" / "out.txt") if bad == "parent_is_a_file" else str(tmp_path / "a_dir")
+    argv = {
+        "check": ["check", str(tmp_path / "videos")],
+        "prepare": ["prepare", str(tmp_path / "videos"), str(tmp_path / "dst")],
+        "eval": ["eval", "-c", write_config(tmp_path / "x.yaml", {}), "--checkpoint", "s.safetensors"],
+    }[command]
+    if option != "--report" and command == "check":
+        argv += ["--report", str(tmp_path / "ok.tsv")]
+    code, out, err = run_cli(capsys, *argv, option, target, "-q")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err + out
+    assert err.startswith("vidkd: error:") and option in err and target in err
+    assert "pass a writable file path" in err
+    assert not (tmp_path / "dst").exists()

@@ -9,6 +9,7 @@ obtained that way say so in their notes.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from vidkd.data.index import (
 from vidkd.data.records import DatasetIndex, VideoRecord
 from vidkd.data.synthetic import SyntheticSpec, default_cache_dir, ensure_synthetic_dataset
 from vidkd.errors import VidkdError
+from vidkd.files import read_lines
 
 log = logging.getLogger("vidkd")
 
@@ -61,11 +63,33 @@ def synthetic_root(cfg: DataConfig, progress: bool = True) -> Path:
 
 
 def read_skip_list(path: Path) -> set[str]:
-    """Paths listed by ``vidkd check`` (first tab-separated column of each line)."""
-    if not path.is_file():
-        raise VidkdError(f"skip list {path} not found; create it with `vidkd check DATASET --skip-list {path}`")
-    lines = path.read_text().splitlines()
-    return {line.split("\t")[0].strip() for line in lines if line.strip() and not line.startswith("#")}
+    """Paths listed by ``vidkd check`` (first tab-separated column of each line).
+
+    ``vidkd check`` writes absolute paths; a relative entry (a hand-written list, an old
+    report) is taken relative to the skip list's own directory, never the working
+    directory. ``#`` lines are comments; the file is UTF-8 (a byte-order mark is ignored).
+    """
+    path = Path(path)
+    fix = f"create it with `vidkd check DATASET --skip-list {path}`"
+    lines = read_lines(path, "skip list", fix)
+    entries = set()
+    for number, line in enumerate(lines, 1):
+        if line.startswith("#"):
+            continue
+        entry = line.split("\t")[0].strip()
+        if "\0" in entry:
+            raise VidkdError(f"skip list {path}: entry {number} holds a NUL character: fix the file")
+        if entry:
+            entries.add(entry if os.path.isabs(entry) else os.path.join(path.parent, entry))
+    return entries
+
+
+def _real_path(path: str | Path) -> Path:
+    """``path`` with links and ``..`` resolved, as far as the file system allows."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return Path(os.path.abspath(path))
 
 
 def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, DatasetIndex]:
@@ -73,7 +97,7 @@ def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, 
     name = cfg.dataset
     if name == "synthetic":
         root = synthetic_root(cfg, progress)
-        classes = (root / "classes.txt").read_text().split()
+        classes = read_lines(root / "classes.txt", "generated class list")
         return (
             folder_index(root / "videos", root / "trainlist.txt", classes),
             folder_index(root / "videos", root / "testlist.txt", classes),
@@ -99,7 +123,9 @@ def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, 
         test_root = root / test_csv.stem if (root / test_csv.stem).is_dir() else root
         # the subset is the CSV's split column value: train.csv -> "train", val.csv -> "val"
         train = kinetics_index(train_root, train_csv, train_csv.stem, classes_file)
-        test = kinetics_index(test_root, test_csv, test_csv.stem, classes_file)
+        test = kinetics_index(
+            test_root, test_csv, test_csv.stem, classes_file, setting="data.test_annotations"
+        )
         if test.classes != train.classes:
             raise VidkdError(
                 f"{train_csv} and {test_csv} name different label sets; set data.classes_file "
@@ -111,7 +137,10 @@ def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, 
         train = folder_index(root, Path(cfg.annotations).expanduser())
         if not cfg.test_annotations:
             raise VidkdError("data.test_annotations is not set; a folder dataset with a train list needs a test list too")
-        test = folder_index(root, Path(cfg.test_annotations).expanduser(), train.classes)
+        test = folder_index(
+            root, Path(cfg.test_annotations).expanduser(), train.classes,
+            setting="data.test_annotations",
+        )
         return train, test
     everything = folder_index(root)
     train_records, test_records = split_train_val(everything.records, 0.2, seed=12345)
@@ -132,10 +161,10 @@ def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataS
     skipped = 0
     if cfg.skip_list:
         # compare resolved paths so that `vidkd check ../x` matches a config naming /abs/x
-        skip = {Path(p).resolve() for p in read_skip_list(Path(cfg.skip_list).expanduser())}
+        skip = {_real_path(p) for p in read_skip_list(Path(cfg.skip_list).expanduser())}
         before = len(train) + len(test)
-        train = [r for r in train if r.path.resolve() not in skip]
-        test = [r for r in test if r.path.resolve() not in skip]
+        train = [r for r in train if _real_path(r.path) not in skip]
+        test = [r for r in test if _real_path(r.path) not in skip]
         skipped = before - len(train) - len(test)
         notes.append(f"{skipped} videos excluded by skip list {cfg.skip_list}")
     if not train:

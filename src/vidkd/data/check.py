@@ -12,12 +12,10 @@ has a problem when it
   :data:`MIN_FRAME_FRACTION` of them).
 
 The report is one TSV file: comment lines (``#``) with the counts, then one line
-``path<TAB>problem`` per unreadable video. The path is written as the dataset index
-writes it (``str(record.path)``), so the report *is* a skip list:
-``--set data.skip_list=REPORT`` (see :func:`vidkd.data.build.read_skip_list`).
-With ``--config`` the paths are those of the config's indexes and match exactly; with a
-directory they are ``DATASET/<relative path>`` spelled as DATASET was given, which matches
-a config whose ``data.root`` is spelled the same way.
+``path<TAB>problem`` per unreadable video. The path is absolute (the dataset index's
+``record.path`` made absolute against the working directory of ``vidkd check``), so the
+report *is* a skip list, usable from any directory: ``--set data.skip_list=REPORT``
+(see :func:`vidkd.data.build.read_skip_list`, which compares resolved paths).
 
 :func:`map_videos` (process pool, bounded in-flight window, a crashed worker's jobs are
 retried one per process) is shared with :mod:`vidkd.data.prepare`.
@@ -25,10 +23,14 @@ retried one per process) is shared with :mod:`vidkd.data.prepare`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -41,7 +43,14 @@ import av
 
 from vidkd.config import DataConfig
 from vidkd.data.decode import list_frame_files
-from vidkd.data.index import FRAME_EXTENSIONS, _is_frame_folder, _video_suffix
+from vidkd.data.index.walk import (
+    FRAME_EXTENSIONS,
+    VisitedDirs,
+    _is_frame_folder,
+    _sorted_dirs_first_real,
+    _video_suffix,
+    entry_kind,
+)
 from vidkd.errors import VidkdError
 
 log = logging.getLogger("vidkd")
@@ -166,9 +175,52 @@ def check_video(path: str | Path) -> VideoCheck:
 # --------------------------------------------------------------------------- many videos
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _exit_with_parent(parent: int, parent_is_main_thread: bool) -> None:
+    """Pool initializer: end this worker when the process that started it dies.
+
+    Without it, killing the main process (SIGKILL, OOM killer) leaves the workers blocked
+    on their task pipe forever. On Linux the kernel sends SIGKILL (``PR_SET_PDEATHSIG``;
+    only when the parent's main thread started us, since the signal follows the starting
+    thread); everywhere a daemon thread also polls :func:`os.getppid`, which changes when
+    the worker is re-parented.
+    """
+    if sys.platform.startswith("linux") and parent_is_main_thread:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc prctl: the thread below still works
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(_PARENT_POLL_SECONDS)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    if sys.platform != "win32":  # Windows keeps the dead parent's id: nothing to poll
+        threading.Thread(target=watch, name="vidkd-parent-watch", daemon=True).start()
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     # spawn: the caller may hold threads (torch, OpenMP) that fork would copy half-locked
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(), threading.current_thread() is threading.main_thread()),
+    )
+
+
+def check_workers(workers: int | None) -> None:
+    """Refuse a worker count below 1 (``None`` means one per core)."""
+    if workers is not None and workers < 1:
+        raise VidkdError(f"--workers/-j must be at least 1 (or left out for one per core), got {workers}")
 
 
 def map_videos(
@@ -189,6 +241,7 @@ def map_videos(
     """
     from tqdm import tqdm
 
+    check_workers(workers)
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
     bar = tqdm(total=len(jobs), desc=description, unit="video", disable=not progress,
                dynamic_ncols=True, mininterval=0.5)
@@ -252,20 +305,33 @@ def find_videos(root: Path) -> list[Path]:
     """Video files (known extensions) and frame folders anywhere under ``root``, sorted.
 
     A frame folder counts as one video and is not searched further. Paths are
-    ``root / relative``, the way the dataset indexes join them.
+    ``root / relative``, the way the dataset indexes join them. Links are followed, but
+    each real directory is entered once: a symlink loop is named in one warning.
+    Hidden names and unfinished ``*.partial`` outputs of ``vidkd prepare`` are skipped.
     """
     found: list[Path] = []
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        base = Path(directory)
-        subdirs.sort()
-        kept = []
-        for name in subdirs:
-            if _is_frame_folder(base / name):
-                found.append(base / name)
-            elif not name.startswith("."):
-                kept.append(name)
-        subdirs[:] = kept
-        found.extend(base / name for name in files if _video_suffix(name) and name[0] != ".")
+    visited = VisitedDirs(root)
+    pending = [Path(root)]
+    while pending:
+        directory = pending.pop()
+        try:
+            with os.scandir(directory) as scan:
+                entries = _sorted_dirs_first_real(scan)
+        except OSError:
+            continue
+        for entry in entries:
+            path = directory / entry.name
+            if entry.name.startswith(".") and not _is_frame_folder(path):
+                continue
+            kind = entry_kind(entry, visited)
+            if kind == "dir":
+                if _is_frame_folder(path):
+                    found.append(path)
+                else:
+                    pending.append(path)
+            elif kind == "file" and _video_suffix(entry.name):
+                found.append(path)
+    visited.warn(str(root))
     if not found and _is_frame_folder(root):
         found.append(root)
     return sorted(found)
@@ -295,14 +361,14 @@ class CheckReport:
             "# use as a skip list: --set data.skip_list=" + str(path),
             "# path\tproblem",
         ]
-        lines += [f"{name}\t{problem}" for name, problem in self.problems.items()]
+        lines += [f"{os.path.abspath(name)}\t{problem}" for name, problem in self.problems.items()]
         path.write_text("\n".join(lines) + "\n")
 
     def write_skip_list(self, path: Path) -> None:
-        """Only the unreadable paths, one a line."""
+        """Only the unreadable paths (absolute), one a line."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{name}\n" for name in self.problems))
+        path.write_text("".join(f"{os.path.abspath(name)}\n" for name in self.problems))
 
 
 def check_paths(
@@ -349,7 +415,7 @@ def check_config(
 ) -> CheckReport:
     """Check every train and test video the config's indexes name (skip list not applied).
 
-    The report's paths are ``str(record.path)``, exactly what ``data.skip_list`` compares.
+    The report's paths are the indexes' ``record.path``, made absolute when written.
     """
     from vidkd.data.build import load_indexes
 

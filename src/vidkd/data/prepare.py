@@ -14,8 +14,13 @@ The tree under ``src`` is mirrored under ``dst``:
 - ``.txt``/``.csv``/``.json``/``.yaml`` files (split lists, annotations, label lists) are
   copied; other files are ignored.
 
-Each output is written under a temporary name (``*.partial``, which no index picks up)
-and moved into place with :func:`os.replace` after it has been verified: it opens, its
+Each output (video, frame folder or copied file) is written under a temporary name
+(``<name>.<pid>.partial``, which no index or check picks up) and moved into place with
+:func:`os.replace` after it has been verified, so an output exists only when complete.
+A run that was killed leaves ``*.partial`` names behind; the next run removes them first
+(those of a process that is still running are left alone), and worker processes exit
+when the main process dies (see :func:`vidkd.data.check.map_videos`). A video is verified
+when it opens, its
 frames decode, it holds the source's decoded frame count (within 1 frame or 1 %) and its
 shorter side is ``short_side``. A finished output records the encoding settings in its
 metadata; a second run skips an output that carries the same settings, is newer than its
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -40,11 +46,13 @@ from vidkd.data.check import (
     _error_text,
     check_frame_folder,
     check_video_file,
+    check_workers,
     find_videos,
     frame_shortfall,
     map_videos,
 )
 from vidkd.data.decode import list_frame_files, scaled_size
+from vidkd.data.index.walk import VisitedDirs
 from vidkd.data.synthetic import video_codec
 from vidkd.errors import VidkdError
 
@@ -52,6 +60,8 @@ log = logging.getLogger("vidkd")
 
 COPIED_SUFFIXES = (".txt", ".csv", ".json", ".yaml", ".yml")
 TAG = "vidkd-prepare"
+_PARTIAL = re.compile(r"\.(\d+)\.partial$")  # what _partial_name appends
+CODECS = ("libx264", "mpeg4")  # the encoders this module sets quality options for
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class PrepareReport:
             "# source\tproblem",
         ]
         lines += [f"{source}\t{problem}" for source, problem in self.failed.items()]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -118,10 +129,40 @@ def _partial_name(output: Path) -> Path:
 
 
 def _remove(path: Path) -> None:
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):  # someone else's process, or unknowable
+        return True
+    return True
+
+
+def remove_leftovers(dst: Path) -> list[Path]:
+    """Remove the ``<name>.<pid>.partial`` files and folders a killed run left under ``dst``.
+
+    Only names this module makes are touched, links are not followed, and the partial
+    outputs of a process that is still running are kept. Returns what was removed.
+    """
+    removed = []
+    for directory, subdirs, files in os.walk(dst):
+        for name in [*subdirs, *files]:
+            match = _PARTIAL.search(name)
+            if match and not _process_alive(int(match.group(1))):
+                path = Path(directory) / name
+                _remove(path)
+                removed.append(path)
+        subdirs[:] = [name for name in subdirs if not _PARTIAL.search(name)]
+    return removed
 
 
 def _frames_match(decoded: int, expected: int) -> bool:
@@ -294,22 +335,55 @@ def _crashed(job: tuple[str, str, EncodeSettings]) -> PrepareResult:
 def _copy_annotations(src: Path, dst: Path) -> int:
     """Copy split lists and annotation files that are missing or changed; how many."""
     copied = 0
+    visited = VisitedDirs(src)  # links are followed, each real directory once
     for directory, subdirs, files in os.walk(src, followlinks=True):
-        subdirs[:] = [name for name in subdirs if not name.startswith(".")]
+        subdirs[:] = sorted(
+            name for name in subdirs
+            if not name.startswith(".") and not name.endswith(".partial")
+            and visited.enter(Path(directory) / name)
+        )
         for name in files:
             if not name.lower().endswith(COPIED_SUFFIXES):
                 continue
             source = Path(directory) / name
             target = dst / source.relative_to(src)
-            stat = source.stat()
+            try:
+                stat = source.stat()
+            except OSError:  # a link that cannot be followed
+                continue
             if target.is_file() and target.stat().st_size == stat.st_size and (
                 target.stat().st_mtime >= stat.st_mtime
             ):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target)
+            partial = _partial_name(target)
+            try:
+                shutil.copy2(source, partial)
+                os.replace(partial, target)
+            finally:
+                _remove(partial)
             copied += 1
     return copied
+
+
+def _check_codec(codec: str) -> None:
+    """Refuse, once and up front, an encoder that PyAV does not have."""
+    try:
+        ok = av.codec.Codec(codec, "w").type == "video"
+    except Exception:  # UnknownCodecError (a ValueError), or anything odd in the name
+        ok = False
+    if not ok:
+        available = []
+        for name in CODECS:
+            try:
+                av.codec.Codec(name, "w")
+                available.append(name)
+            except Exception:
+                continue
+        raise VidkdError(
+            f"--codec {codec}: this PyAV build has no video encoder of that name; "
+            f"use {' or '.join(available) or 'a build of PyAV with libx264 or mpeg4'}"
+        )
 
 
 def prepare_dataset(
@@ -335,6 +409,9 @@ def prepare_dataset(
         raise VidkdError(f"--short-side must be an even number >= 2 (yuv420p), got {short_side}")
     if gop < 1:
         raise VidkdError(f"--gop must be at least 1, got {gop}")
+    check_workers(workers)
+    codec = codec or video_codec()
+    _check_codec(codec)
     src_real, dst_real = src.resolve(), dst.resolve()
     if dst_real == src_real or dst_real.is_relative_to(src_real):
         raise VidkdError(f"destination {dst} is inside the source {src}: choose a folder outside it")
@@ -342,9 +419,16 @@ def prepare_dataset(
         dst.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise VidkdError(f"cannot create {dst} ({error.strerror}): pass a writable folder") from None
-    settings = EncodeSettings(short_side, codec or video_codec(), crf, gop)
+    settings = EncodeSettings(short_side, codec, crf, gop)
     started = time.perf_counter()
     report = PrepareReport(src, dst)
+    leftovers = remove_leftovers(dst)
+    if leftovers:
+        log.warning(
+            "%s: removed %d unfinished output(s) of an earlier, interrupted run (%s)",
+            dst, len(leftovers), ", ".join(str(path.relative_to(dst)) for path in leftovers[:3])
+            + (" ..." if len(leftovers) > 3 else ""),
+        )
     report.copied = _copy_annotations(src, dst)
 
     jobs: list[tuple[str, str, EncodeSettings]] = []

@@ -1,0 +1,79 @@
+"""Reading the user's text files and checking output paths, with one-line errors.
+
+Every list, annotation, skip list and config is read through :func:`read_text`: UTF-8
+with an optional byte-order mark (``utf-8-sig``; Windows editors write one), so the
+first entry of a list is never silently renamed ``'\\ufeff...'``. A file that is not
+UTF-8 is a :class:`~vidkd.errors.VidkdError` naming the file and the byte offset.
+
+Outputs that are written after long work (reports, JSON results) are checked first
+with :func:`check_writable`, so a bad path fails before the work, not after it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from vidkd.errors import VidkdError
+
+
+def read_text(path: str | Path, what: str = "file", fix: str = "") -> str:
+    """The text of ``path`` (UTF-8, byte-order mark stripped, newlines as written).
+
+    A missing file, a directory, an unreadable file or bytes that are not UTF-8 raise
+    :class:`VidkdError`; ``what`` names the file's role, ``fix`` is appended to the
+    not-found message.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VidkdError(f"{what} {path} not found" + (f": {fix}" if fix else "")) from None
+    except IsADirectoryError:
+        raise VidkdError(f"{what} {path} is a directory: pass the file itself") from None
+    except OSError as error:
+        raise VidkdError(f"cannot read {what} {path} ({error.strerror or error}): check it") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise VidkdError(
+            f"{what} {path} is not UTF-8 text (byte {error.start}: {data[error.start:error.start + 1]!r}): "
+            "save it as UTF-8"
+        ) from None
+
+
+def read_lines(path: str | Path, what: str = "file", fix: str = "") -> list[str]:
+    """The non-empty, stripped lines of :func:`read_text` (LF, CRLF or CR endings)."""
+    text = read_text(path, what, fix).replace("\r\n", "\n").replace("\r", "\n")
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+def check_writable(path: str | Path, option: str) -> Path:
+    """Fail now, with one line, if ``path`` could not be written later.
+
+    An existing file must be writable (it is opened for appending, which changes
+    nothing); otherwise the nearest existing parent must be a directory in which a file
+    can be created (a probe file is created and removed there). Parents that do not
+    exist yet are created later by the writer.
+    """
+    path = Path(path)
+    fix = f"pass a writable file path to {option}"
+    if path.is_dir():
+        raise VidkdError(f"{option} {path} is a directory: {fix}")
+    try:
+        if path.exists():
+            with path.open("a"):
+                pass
+            return path
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise VidkdError(f"{option} {path}: {parent} is not a directory: {fix}")
+        handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=parent)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise VidkdError(f"cannot write {option} {path} ({error.strerror or error}): {fix}") from None
+    return path
