@@ -180,6 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise VidkdError(f"--video {args.video} not found; pass a readable video file")
     student, description = load_student(Path(args.checkpoint))
     spec = clip_spec(description, args.checkpoint)
+    clip, what = export.decoded_clip(description, Path(args.video) if args.video else None)
     export.export_student(student, description, args.format, out)
     runtime = {"onnx": "ONNX Runtime", "torchscript": "TorchScript"}[args.format]
     exported = export.load_runner(out, args.format)
@@ -189,7 +190,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"{args.checkpoint} -> {out} ({args.format}, {out.stat().st_size / 2**20:.2f} MiB): "
           f"input N x 3 x {spec.clip_len} x {spec.crop_size} x {spec.crop_size} in [{low:g}, {high:g}] "
           f"(dynamic N), {len(stored['classes'])} classes; protocol stored in the file's metadata")
-    clip, what = export.decoded_clip(description, Path(args.video) if args.video else None)
     checks = [("random input, batch 3", export.example_input(description, 3, seed=1)),
               (f"{what}, batch 1", clip), ("random input, batch 1", export.example_input(description, 1, seed=2))]
     print(f"parity of {runtime} with PyTorch eager (max |logit difference|, tolerance {args.atol:g}):")
