@@ -29,6 +29,8 @@ def file_label(label: str) -> str:
 
 def training_curves(rows: list[RowResults], curves: list[list[list[dict[str, Any]]]], path: Path) -> None:
     """``curves[row][seed]`` = that run's epoch records from ``metrics.jsonl``."""
+    from matplotlib.ticker import MaxNLocator
+
     figure = _figure(max(4.0 * len(rows), 5.0), 6.0)
     axes = figure.subplots(2, len(rows), squeeze=False, sharex="col")
     for column, (row, row_curves) in enumerate(zip(rows, curves, strict=True)):
@@ -42,7 +44,9 @@ def training_curves(rows: list[RowResults], curves: list[list[list[dict[str, Any
         loss_axis.set_title(row.label)
         loss_axis.set_ylabel("train loss")
         val_axis.set_ylabel("val video top-1 (%)")
+        val_axis.set_ylim(0, 100)
         val_axis.set_xlabel("epoch")
+        val_axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         for axis in (loss_axis, val_axis):
             axis.grid(alpha=0.3)
         loss_axis.legend(fontsize="small")
@@ -78,13 +82,18 @@ def accuracy_bars(rows: list[RowResults], path: Path, protocol: str) -> None:
 
 
 def confusion_figure(matrix: list[list[int]], classes: list[str], title: str, path: Path) -> None:
-    """Rows are the true class, columns the predicted one; counts written in each cell."""
+    """Rows are the true class, columns the predicted one; counts written in each cell.
+    ``title`` may hold a line break."""
     count = len(classes)
     side = min(max(4.0, 0.45 * count + 2.5), 30.0)
     figure = _figure(side + 1.0, side)
     axis = figure.subplots()
     image = axis.imshow(matrix, cmap="Blues", interpolation="nearest")
-    figure.colorbar(image, ax=axis, shrink=0.8, label="videos")
+    from matplotlib.ticker import MaxNLocator
+
+    bar = figure.colorbar(image, ax=axis, shrink=0.8, label="videos")
+    bar.locator = MaxNLocator(integer=True)
+    bar.update_ticks()
     font = max(3.0, min(9.0, 200.0 / max(count, 1)))
     axis.set_xticks(range(count), classes, rotation=90, fontsize=font)
     axis.set_yticks(range(count), classes, fontsize=font)

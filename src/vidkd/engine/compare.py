@@ -327,7 +327,7 @@ def write_report(
             name = f"confusion-{plots.file_label(row.label)}.png"
             plots.confusion_figure(
                 result.confusion, list(description["classes"]),
-                f"{row.label}, seed {row.seeds[best]} (best of {len(row.seeds)}): test video top-1 "
+                f"{row.label}, seed {row.seeds[best]} (best of {len(row.seeds)})\ntest video top-1 "
                 f"{result.video_top1:.2f}% ({result.protocol})", out_dir / name,
             )
             names.append(name)
