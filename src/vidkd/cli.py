@@ -357,7 +357,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vidkd: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vidkd: interrupted; `vidkd train --resume` continues from the last checkpoint", file=sys.stderr)
+        again = ("the same `vidkd compare` command continues where it stopped" if args.command == "compare"
+                 else "`vidkd train --resume` continues from the last checkpoint")
+        print(f"vidkd: interrupted; {again}", file=sys.stderr)
         return 130
 
 
