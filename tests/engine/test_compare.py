@@ -183,6 +183,8 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
     calls.clear()
     assert main(argv) == 0
     assert calls == []
+    assert main([*argv, "--set", "train.epochs=3"]) == 2  # a finished run is not reused for another budget
+    assert "train.epochs: 2 -> 3" in capsys.readouterr().err and calls == []
     assert main(["compare", str(runs / "a-s0"), str(runs / "b-s1")]) == 0
     assert "a-s0" in capsys.readouterr().out
 

@@ -180,10 +180,11 @@ def plan_compare(
 
 
 def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """Fields (outside bookkeeping) where a finished run differs from the config asked for."""
+    """Fields (outside bookkeeping; the epoch budget counts) where a finished run differs from
+    the config asked for."""
     old, new = _flatten(stored), _flatten(wanted)
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key) and not _matches(key, FREE)]
+            if old.get(key) != new.get(key) and (key == "train.epochs" or not _matches(key, FREE))]
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
