@@ -2,7 +2,10 @@
 
     vidkd train --config configs/demo/skd_srl.yaml [--set optim.lr=0.05] [--resume]
     vidkd eval RUN_DIR | --config C --checkpoint runs/x/student.safetensors
-    vidkd compare RUN_DIR [RUN_DIR ...]
+    vidkd compare RUN_DIR [RUN_DIR ...] [--out DIR]
+    vidkd compare CONFIG [CONFIG ...] --seeds 0,1,2 --out DIR [--teacher CKPT|YAML]
+    vidkd predict CHECKPOINT VIDEO_OR_DIR [...] [--clips N] [--json FILE]
+    vidkd export CHECKPOINT --format onnx|torchscript --out FILE [--video V]
     vidkd prepare SRC DST --short-side 128 [--workers N]
     vidkd check DATASET | --config C [--report vidkd-check.tsv] [--skip-list PATH]
 
@@ -16,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,10 +90,131 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_config(path: Path) -> bool:
+    return path.suffix.lower() in (".yaml", ".yml") and not path.is_dir()
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
+    from vidkd.engine import compare
+    from vidkd.files import writable_dir
     from vidkd.report import compare_runs
 
-    print(compare_runs([Path(p) for p in args.run_dirs]))
+    items = [Path(p) for p in args.items]
+    configs = [p for p in items if _is_config(p)]
+    if configs and len(configs) != len(items):
+        raise VidkdError(
+            "vidkd compare takes either config files (to train and compare) or run directories "
+            f"(finished runs), not both; {configs[0]} is a config, "
+            f"{next(p for p in items if not _is_config(p))} is not"
+        )
+    command = "vidkd " + " ".join(shlex.quote(a) for a in args.argv)
+    if not configs:
+        if args.seeds or args.teacher:
+            raise VidkdError("--seeds and --teacher go with config files; run directories are already trained")
+        out = writable_dir(args.out, "--out") if args.out else None
+        print(compare_runs(items))
+        if out is not None:
+            files = compare.write_report(out, compare.rows_of_run_dirs(items), command, not args.quiet)
+            print(f"wrote {', '.join(str(f) for f in files)}")
+        return 0
+    if not args.out:
+        raise VidkdError("vidkd compare CONFIG ... trains runs and needs --out DIR for them and the report")
+    out = writable_dir(args.out, "--out")
+    seeds = compare.parse_seeds(args.seeds or "0")
+    plan = compare.plan_compare(configs, seeds, out, args.overrides,
+                                Path(args.teacher) if args.teacher else None)
+    compare.run_plan(plan, progress=not args.quiet)
+    files = compare.write_report(out, compare.collect(plan), command, not args.quiet)
+    print((out / "results.md").read_text().split("\n## Schedule")[0].rstrip())
+    print(f"\nwrote {', '.join(str(f) for f in files)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from vidkd.engine.checkpoint import load_student
+    from vidkd.engine.distributed import resolve_device
+    from vidkd.engine.predict import find_videos, predict_videos
+    from vidkd.files import check_writable as writable_file
+
+    json_path = writable_file(args.json, "--json") if args.json else None
+    device = resolve_device(args.device)
+    model, description = load_student(Path(args.checkpoint), device)
+    classes = list(description.get("classes") or range(description["num_classes"]))
+    classes = [str(c) for c in classes]
+    videos = find_videos([Path(v) for v in args.videos])
+    protocol = f"{args.clips} clips x 1 centre crop, softmax averaged"
+    print(f"{args.checkpoint}: {len(classes)} classes; {len(videos)} videos; video level = {protocol}")
+    records, failed = [], 0
+    for prediction in predict_videos(model, description, videos, args.clips, device):
+        if prediction.error is not None:
+            failed += 1
+            print(f"{prediction.path}: unreadable: {prediction.error}")
+            records.append({"path": str(prediction.path), "ok": False, "error": prediction.error})
+            continue
+        top = prediction.top(classes, args.top)
+        print(f"{prediction.path}")
+        for rank, (name, probability) in enumerate(top, 1):
+            print(f"  {rank}. {name:<24} {probability * 100:6.2f}%")
+        records.append({
+            "path": str(prediction.path), "ok": True, "top": [
+                {"class": name, "index": classes.index(name), "probability": probability}
+                for name, probability in top
+            ],
+        })
+    print(f"{len(videos) - failed} predicted, {failed} unreadable")
+    if json_path is not None:
+        json_path.write_text(json.dumps({
+            "checkpoint": str(args.checkpoint), "protocol": protocol, "clips": args.clips,
+            "classes": classes, "videos": records, "failed": failed,
+        }, indent=2))
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidkd.engine import export
+    from vidkd.engine.checkpoint import load_student
+    from vidkd.engine.predict import clip_spec
+    from vidkd.files import check_writable as writable_file
+
+    if args.format == "onnx":
+        export.require_onnx()
+    out = writable_file(args.out, "--out")
+    if args.video and not Path(args.video).exists():
+        raise VidkdError(f"--video {args.video} not found; pass a readable video file")
+    student, description = load_student(Path(args.checkpoint))
+    spec = clip_spec(description, args.checkpoint)
+    clip, what = export.decoded_clip(description, Path(args.video) if args.video else None)
+    export.export_student(student, description, args.format, out)
+    runtime = {"onnx": "ONNX Runtime", "torchscript": "TorchScript"}[args.format]
+    exported = export.load_runner(out, args.format)
+    eager = export.eager_runner(student)
+    stored = export.read_metadata(out, args.format)
+    low, high = stored["input_range"]
+    print(f"{args.checkpoint} -> {out} ({args.format}, {out.stat().st_size / 2**20:.2f} MiB): "
+          f"input N x 3 x {spec.clip_len} x {spec.crop_size} x {spec.crop_size} in [{low:g}, {high:g}] "
+          f"(dynamic N), {len(stored['classes'])} classes; protocol stored in the file's metadata")
+    checks = [("random input, batch 3", export.example_input(description, 3, seed=1)),
+              (f"{what}, batch 1", clip), ("random input, batch 1", export.example_input(description, 1, seed=2))]
+    print(f"parity of {runtime} with PyTorch eager (max |logit difference|, tolerance {args.atol:g}):")
+    worst = 0.0
+    for label, clips in checks:
+        difference = export.max_difference(eager, exported, clips)
+        worst = max(worst, difference)
+        print(f"  {label}: {difference:.2e} {'ok' if difference <= args.atol else 'TOO LARGE'}")
+    threads = torch.get_num_threads()
+    print(f"latency per clip (ms; median of {args.repeats} calls after 2 warm-up; CPU, {threads} threads):")
+    print(f"  {'':<16}{'batch 1':>10}{'batch 8':>10}")
+    for label, runner in (("PyTorch eager", eager), (runtime, exported)):
+        times = [export.latency_per_clip(runner, export.example_input(description, batch), args.repeats)
+                 for batch in (1, 8)]
+        print(f"  {label:<16}" + "".join(f"{t * 1000:>10.2f}" for t in times))
+    if worst > args.atol:
+        print(f"vidkd: error: {runtime} differs from PyTorch by {worst:.2e} > {args.atol:g}; "
+              "do not ship this file", file=sys.stderr)
+        return 1
+    print(f"{runtime} reproduces PyTorch's logits to {args.atol:g} (worst {worst:.2e})")
     return 0
 
 
@@ -174,9 +299,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("compare", help="table of finished runs side by side")
-    p.add_argument("run_dirs", nargs="+", help="run directories holding results.json")
+    p = sub.add_parser("compare", help="train configs over seeds and tabulate them, or tabulate finished runs")
+    p.add_argument("items", nargs="+", metavar="CONFIG_OR_RUN_DIR",
+                   help="experiment YAMLs (trained once per seed; the first is the baseline row), "
+                        "or run directories holding results.json")
+    p.add_argument("--seeds", help="with configs: seeds to train, e.g. 0,1,2 (default: 0)")
+    p.add_argument("--out", help="where runs/, results.md, results.csv and the PNG plots go")
+    p.add_argument("--teacher", help="with configs: a trained teacher (.safetensors) for the rows "
+                                     "that need one, or a teacher config (.yaml) trained first")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],
+                   metavar="SECTION.KEY=VALUE", help="override fields of every config (and teacher)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("predict", help="top-5 classes of videos with a trained student")
+    p.add_argument("checkpoint", help="a student .safetensors written by `vidkd train`")
+    p.add_argument("videos", nargs="+", metavar="VIDEO_OR_DIR",
+                   help="video files, frame folders, or folders searched for them")
+    p.add_argument("--clips", type=int, default=10,
+                   help="clips per video, spread uniformly, softmax averaged (default: %(default)s)")
+    p.add_argument("--top", type=int, default=5, help="classes shown per video (default: %(default)s)")
+    p.add_argument("--json", help="also write the predictions as JSON to this file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="the student alone as ONNX or TorchScript, checked and timed")
+    p.add_argument("checkpoint", help="a student .safetensors written by `vidkd train`")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", required=True, help="the file to write (e.g. student.onnx, student.pt)")
+    p.add_argument("--video", help="a video whose decoded clip is checked too (default: a generated one)")
+    p.add_argument("--atol", type=float, default=1e-4, help="largest logit difference accepted")
+    p.add_argument("--repeats", type=int, default=10, help="timed calls per latency figure")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("prepare", help="transcode a dataset to small H.264 files for fast decoding")
     p.add_argument("src", help="the dataset's video root (class folders, any depth)")
@@ -206,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="vidkd: %(message)s", stream=sys.stderr,
@@ -216,7 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vidkd: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("vidkd: interrupted; `vidkd train --resume` continues from the last checkpoint", file=sys.stderr)
+        again = ("the same `vidkd compare` command continues where it stopped" if args.command == "compare"
+                 else "`vidkd train --resume` continues from the last checkpoint")
+        print(f"vidkd: interrupted; {again}", file=sys.stderr)
         return 130
 
 

@@ -54,8 +54,8 @@ def check_writable(path: str | Path, option: str) -> Path:
 
     An existing file must be writable (it is opened for appending, which changes
     nothing); otherwise the nearest existing parent must be a directory in which a file
-    can be created (a probe file is created and removed there). Parents that do not
-    exist yet are created later by the writer.
+    can be created (a probe file is created and removed there). Missing parent folders
+    are created.
     """
     path = Path(path)
     fix = f"pass a writable file path to {option}"
@@ -71,9 +71,28 @@ def check_writable(path: str | Path, option: str) -> Path:
             parent = parent.parent
         if not parent.is_dir():
             raise VidkdError(f"{option} {path}: {parent} is not a directory: {fix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parent = path.parent
         handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=parent)
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
         raise VidkdError(f"cannot write {option} {path} ({error.strerror or error}): {fix}") from None
     return path
+
+
+def writable_dir(path: str | Path, option: str) -> Path:
+    """Create directory ``path`` if needed and prove a file can be created in it."""
+    directory = Path(path).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise VidkdError(f"{option} {directory} is a file, not a directory; pass a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise VidkdError(
+            f"{option} {directory} is not writable ({error.strerror or error}); pass a writable directory"
+        ) from None
+    return directory

@@ -1,8 +1,13 @@
-"""Result tables: finished runs side by side, with the paper's number when the config has one."""
+"""Result tables: finished runs side by side, with the paper's number when the config has one;
+rows of several seeds as mean ± std (``results.md``) and one CSV line per run."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +58,144 @@ def results_table(results: list[dict[str, Any]]) -> str:
 
 def compare_runs(run_dirs: list[Path]) -> str:
     return results_table([read_results(run_dir) for run_dir in run_dirs])
+
+
+# --------------------------------------------------------------------------- multi-seed rows
+
+
+@dataclass
+class RowResults:
+    """One experiment row of a compare: the ``results.json`` of each seed's run."""
+
+    label: str
+    source: str  # the config (or run directory) the row came from
+    seeds: list[int]
+    results: list[dict[str, Any]]
+    run_dirs: list[Path]
+
+    def values(self, key: str) -> list[float]:
+        return [float(r["test"][key]) for r in self.results]
+
+    @property
+    def best(self) -> int:
+        """Index of the seed with the highest video top-1 (the first on ties)."""
+        scores = self.values("video_top1")
+        return scores.index(max(scores))
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); the std of one value is 0."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _spread(values: list[float], signed: bool = False) -> str:
+    spec = "+.2f" if signed else ".2f"
+    mean, std = mean_std(values)
+    each = ", ".join(format(v, spec) for v in values)
+    if len(values) == 1:
+        return format(mean, spec)
+    return f"{format(mean, spec)} ± {std:.2f} ({each})"
+
+
+def paired_differences(row: RowResults, baseline: RowResults, key: str = "video_top1") -> list[float]:
+    """``row - baseline`` seed by seed, over the seeds both rows ran."""
+    base = dict(zip(baseline.seeds, baseline.values(key), strict=True))
+    return [value - base[seed] for seed, value in zip(row.seeds, row.values(key), strict=True)
+            if seed in base]
+
+
+def _schedule(r: dict[str, Any]) -> dict[str, str]:
+    cfg = r.get("config", {})
+    data, optim, train = cfg.get("data", {}), cfg.get("optim", {}), cfg.get("train", {})
+    return {
+        "clips": f"{data.get('clip_len', '?')}x{data.get('crop_size', '?')}x{data.get('crop_size', '?')}"
+                 f" (stride {data.get('frame_stride', '?')}, short side {data.get('short_side', '?')})",
+        "epochs": str(r["epochs"]),
+        "batch": str(train.get("batch_size", "?")),
+        "optimiser": f"SGD lr {optim.get('lr', '?')}, momentum {optim.get('momentum', '?')}, "
+                     f"wd {optim.get('weight_decay', '?')}, plateau x{optim.get('plateau_factor', '?')}"
+                     f" after {optim.get('plateau_patience', '?')}",
+    }
+
+
+def markdown_report(rows: list[RowResults], command: str, plots: list[str]) -> str:
+    """``results.md``: mean ± std over seeds per row, paired differences, paper, protocol, schedule."""
+    first = rows[0]
+    every = [r for row in rows for r in row.results]
+    protocols = sorted({r["test"]["protocol"] for r in every})
+    datasets = sorted({r["dataset"] for r in every})
+    videos = sorted({str(r["test"].get("num_videos", "?")) for r in every})
+    top_k = every[0]["test"].get("top5_k", 5)
+    seeds = sorted({s for row in rows for s in row.seeds})
+    lines = [
+        "# vidkd compare", "",
+        f"Made by `{command}`.", "",
+        f"Protocol: test split of {', '.join(datasets)} ({' / '.join(videos)} videos); accuracy in %; "
+        f"video level = softmax averaged over {' / '.join(protocols)}; clip level = each clip alone. "
+        f"Each cell is the mean ± sample standard deviation over seeds {', '.join(map(str, seeds))}, "
+        "then each seed's value in seed order"
+        + (f"; top-5 means top-{top_k} (only {top_k} classes)" if top_k != 5 else "") + ".",
+        "",
+        f"| row | method | video top-1 | video top-{top_k} | clip top-1 | "
+        f"video top-1 minus {first.label} (paired by seed) | paper top-1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        r = row.results[0]
+        if row is first:
+            diff = "(baseline row)"
+        else:
+            diffs = paired_differences(row, first)
+            diff = _spread(diffs, signed=True) if diffs else "no common seed"
+        paper = r.get("paper_top1")
+        lines.append(
+            f"| {row.label} | {r['method']} | {_spread(row.values('video_top1'))} | "
+            f"{_spread(row.values('video_top5'))} | {_spread(row.values('clip_top1'))} | {diff} | "
+            f"{'-' if paper is None else format(paper, '.1f')} |"
+        )
+    lines += ["", "## Schedule", "",
+              "| row | model | augment | clips | epochs | batch | optimiser | best epoch per seed | s/epoch |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        r = row.results[0]
+        s = _schedule(r)
+        seconds = [x["mean_epoch_seconds"] for x in row.results if x.get("mean_epoch_seconds")]
+        lines.append(
+            f"| {row.label} | {r['model']} | {r.get('augment', '-')} | {s['clips']} | {s['epochs']} | "
+            f"{s['batch']} | {s['optimiser']} | {', '.join(str(x['best_epoch']) for x in row.results)} | "
+            f"{_fmt(sum(seconds) / len(seconds) if seconds else None, '.1f')} |"
+        )
+    lines += ["", "Paper numbers are the SKD-SRL paper's (Tables I and II: full dataset, 16x112x112, "
+              "200 epochs); they are not reproduced by a different schedule or dataset."]
+    notes = sorted({note for r in every for note in r.get("notes", [])})
+    lines += [f"Note: {note}" for note in notes]
+    lines += ["", "## Files", "", "- `results.csv`: one line per run (the numbers of its `results.json`)"]
+    lines += [f"- `{name}`" for name in plots]
+    lines += ["", "![video top-1](video_top1.png)", ""] if "video_top1.png" in plots else [""]
+    return "\n".join(lines)
+
+
+CSV_FIELDS = ("row", "seed", "run", "method", "dataset", "model", "augment", "epochs", "best_epoch",
+              "video_top1", "video_top5", "clip_top1", "clip_top5", "num_videos", "protocol",
+              "paper_top1", "mean_epoch_seconds", "run_dir")
+
+
+def results_csv(rows: list[RowResults]) -> str:
+    """``results.csv``: one line per run, numbers exactly as in its ``results.json``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        for seed, r, run_dir in zip(row.seeds, row.results, row.run_dirs, strict=True):
+            test = r["test"]
+            writer.writerow([
+                row.label, seed, r["name"], r["method"], r["dataset"], r["model"], r.get("augment", ""),
+                r["epochs"], r["best_epoch"], repr(test["video_top1"]), repr(test["video_top5"]),
+                repr(test["clip_top1"]), repr(test["clip_top5"]), test.get("num_videos", ""),
+                test["protocol"], "" if r.get("paper_top1") is None else repr(r["paper_top1"]),
+                "" if r.get("mean_epoch_seconds") is None else repr(r["mean_epoch_seconds"]), str(run_dir),
+            ])
+    return buffer.getvalue()

@@ -6,7 +6,7 @@ reported with its protocol, e.g. ``video top-1 (10 clips x 1 centre crop)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,6 +28,8 @@ class EvalResult:
     num_clips: int
     failed: list[str]
     top_k: int
+    #: video-level confusion counts, ``confusion[true][predicted]`` (not in :meth:`as_dict`)
+    confusion: list[list[int]] = field(default_factory=list, repr=False)
 
     @property
     def protocol(self) -> str:
@@ -83,6 +85,7 @@ def evaluate(
     failed: list[str] = []
     num_clips = 0
     num_videos = 0
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
     for batch in tqdm(loader, desc=description, disable=not progress, leave=False, mininterval=2):
         failed.extend(batch["failed"])
         valid = batch["valid"]
@@ -101,9 +104,12 @@ def evaluate(
         video_probs = probs.view(videos, num_clips, -1).mean(dim=1)
         metrics["video_top1"].update(video_probs, labels)
         metrics["video_top5"].update(video_probs, labels)
+        confusion.index_put_((labels, video_probs.argmax(dim=1)), torch.ones_like(labels), accumulate=True)
     num_videos = int(all_reduce_sum(torch.tensor([num_videos], device=device))[0])
+    confusion = all_reduce_sum(confusion)
     values = {name: float(metric.compute()) * 100 for name, metric in metrics.items()}
     model.train(was_training)
     return EvalResult(
-        **values, num_videos=num_videos, num_clips=num_clips, failed=failed, top_k=k
+        **values, num_videos=num_videos, num_clips=num_clips, failed=failed, top_k=k,
+        confusion=confusion.cpu().tolist(),
     )

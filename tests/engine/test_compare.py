@@ -1,0 +1,226 @@
+"""`vidkd compare CONFIG ... --seeds --out DIR`: training over seeds, resume, results.md/csv, plots."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vidkd.cli import main
+from vidkd.config import load_config
+from vidkd.engine import compare
+from vidkd.engine.train import MetricsLog, evaluate_student
+from vidkd.errors import VidkdError
+from vidkd.report import mean_std
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(path: Path, values: dict) -> str:
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_mean_std_by_hand():
+    values = [47.92, 51.39, 56.25]
+    mean = (47.92 + 51.39 + 56.25) / 3
+    std = math.sqrt(((47.92 - mean) ** 2 + (51.39 - mean) ** 2 + (56.25 - mean) ** 2) / 2)
+    assert mean_std(values) == pytest.approx((mean, std))
+    assert std == pytest.approx(statistics.stdev(values))
+    assert mean_std([61.5]) == (61.5, 0.0)
+
+
+def test_parse_seeds():
+    assert compare.parse_seeds("0,1,2") == [0, 1, 2]
+    assert compare.parse_seeds("3-5, 9") == [3, 4, 5, 9]
+    for bad in ("", "a", "1,1"):
+        with pytest.raises(VidkdError, match="--seeds"):
+            compare.parse_seeds(bad)
+
+
+@pytest.mark.parametrize(
+    "config, teacher",
+    [("configs/demo/kd.yaml", "configs/demo/teacher.yaml"),
+     ("configs/ucf101-mini/kd.yaml", "configs/ucf101-mini/teacher_r34.yaml"),
+     ("configs/ucf101/r18_kd.yaml", "configs/ucf101/r50_baseline.yaml")],
+)
+def test_teacher_config_named_in_first_comment(config, teacher):
+    found = compare.teacher_config_named(REPO / config)
+    assert found is not None and found.resolve() == (REPO / teacher).resolve()
+
+
+def test_teacher_trained_first_once_or_given(tmp_path, synthetic_cache, tiny_config):
+    teacher = tiny_config(synthetic_cache, tmp_path, "tiny-teacher", model={"width_multiplier": 0.25})
+    write_config(tmp_path / "teacher.yaml", teacher)
+    kd = tiny_config(synthetic_cache, tmp_path, "tiny-kd",
+                     method={"name": "kd", "teacher": {"checkpoint": str(tmp_path / "nope.safetensors")}})
+    kd_path = tmp_path / "kd.yaml"
+    kd_path.write_text("# Tiny KD (train teacher.yaml first).\n" + yaml.safe_dump(kd))
+    kd2_path = tmp_path / "kd2.yaml"
+    kd2_path.write_text("# Tiny KD again (train teacher.yaml first).\n"
+                        + yaml.safe_dump({**kd, "name": "tiny-kd2"}))
+    out = tmp_path / "cmp"
+    plan = compare.plan_compare([kd_path, kd2_path], [0, 1], out)
+    assert [run.cfg.name for run in plan.runs] == [
+        "tiny-teacher", "tiny-kd-s0", "tiny-kd-s1", "tiny-kd2-s0", "tiny-kd2-s1"]
+    wanted = out / "runs" / "tiny-teacher" / "best_student.safetensors"
+    assert all(run.cfg.method.teacher.checkpoint == str(wanted) for row in plan.rows for run in row.runs)
+
+    calls = []
+    compare.run_plan(plan, train_fn=lambda cfg, **kw: calls.append(cfg.name), progress=False)
+    assert calls[0] == "tiny-teacher" and calls.count("tiny-teacher") == 1
+
+    given = tmp_path / "given.safetensors"
+    given.write_bytes(b"stand-in")
+    plan = compare.plan_compare([kd_path], [0], out, teacher=given)
+    assert plan.teachers == [] and plan.rows[0].runs[0].cfg.method.teacher.checkpoint == str(given)
+
+    kd_path.write_text(yaml.safe_dump(kd))  # no comment naming the teacher
+    with pytest.raises(VidkdError, match="--teacher"):
+        compare.plan_compare([kd_path], [0], out)
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_compare_two_configs_two_seeds_interrupted_then_resumed(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch, capsys, caplog
+):
+    a = write_config(tmp_path / "a.yaml", tiny_config(synthetic_cache, tmp_path / "unused", "a"))
+    b = write_config(tmp_path / "b.yaml", tiny_config(
+        synthetic_cache, tmp_path / "unused", "b", optim={"lr": 0.05}, paper={"top1": 69.8}))
+    out = tmp_path / "cmp"
+    runs = out / "runs"
+    argv = ["compare", a, b, "--seeds", "0,1", "--out", str(out), "-q"]
+
+    # 1. killed in the second epoch of b-s0 (after its first checkpoint)
+    real_write = MetricsLog.write
+
+    def write_then_die(self, record, step, prefix):
+        if "b-s0" in str(self.path) and record.get("kind") == "epoch" and record["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real_write(self, record, step, prefix)
+
+    monkeypatch.setattr(MetricsLog, "write", write_then_die)
+    caplog.set_level(logging.INFO, logger="vidkd")
+    assert main(argv) == 130
+    capsys.readouterr()
+    assert "compare: row 2/2 b, seed 0: run 3 of 4 (2 done)" in caplog.text
+    assert (runs / "a-s0" / "results.json").is_file() and (runs / "a-s1" / "results.json").is_file()
+    assert not (runs / "b-s0" / "results.json").exists()
+    assert (runs / "b-s0" / "checkpoints" / "last").is_file()
+    finished = {name: (runs / name / "results.json").stat().st_mtime_ns for name in ("a-s0", "a-s1")}
+
+    # 2. run again: only b-s0 (resumed) and b-s1 are trained
+    monkeypatch.setattr(MetricsLog, "write", real_write)
+    import vidkd.engine.train as train_module
+
+    real_train = train_module.train
+    calls = []
+
+    def counting_train(cfg, **kwargs):
+        calls.append((cfg.name, kwargs.get("resume", False)))
+        return real_train(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", counting_train)
+    caplog.clear()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert calls == [("b-s0", True), ("b-s1", False)]
+    assert "resuming from its last checkpoint" in caplog.text
+    assert {n: (runs / n / "results.json").stat().st_mtime_ns for n in finished} == finished
+    history = [json.loads(line) for line in (runs / "b-s0" / "history.jsonl").read_text().splitlines()]
+    assert [event["event"] for event in history] == ["start", "resume"]
+    epochs = compare.epoch_records(runs / "b-s0")
+    assert [r["epoch"] for r in epochs] == [1, 2]
+
+    # 3. every file, and the numbers
+    for name in ("results.md", "results.csv", "curves.png", "video_top1.png", "confusion-a.png",
+                 "confusion-b.png"):
+        assert (out / name).is_file(), name
+    for name in ("curves.png", "video_top1.png", "confusion-a.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / name).stat().st_size > 5000
+
+    with (out / "results.csv").open() as handle:
+        lines = list(csv.DictReader(handle))
+    assert [(line["row"], line["seed"], line["run"]) for line in lines] == [
+        ("a", "0", "a-s0"), ("a", "1", "a-s1"), ("b", "0", "b-s0"), ("b", "1", "b-s1")]
+    for line in lines:
+        results = _results(Path(line["run_dir"]))
+        for key in ("video_top1", "video_top5", "clip_top1", "clip_top5"):
+            assert float(line[key]) == results["test"][key]
+        assert int(line["best_epoch"]) == results["best_epoch"]
+        assert line["protocol"] == "2 clips x 1 centre crop"
+    assert [line["paper_top1"] for line in lines] == ["", "", "69.8", "69.8"]
+
+    md = (out / "results.md").read_text()
+    table = md.split("## Schedule")[0]  # the results table, before the schedule table
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()
+            if line.startswith(("| a ", "| b "))}
+    value = {(name, s): _results(runs / f"{name}-s{s}")["test"] for name in "ab" for s in (0, 1)}
+    for name in "ab":
+        for key in ("video_top1", "clip_top1"):
+            x0, x1 = value[(name, 0)][key], value[(name, 1)][key]
+            mean, std = (x0 + x1) / 2, abs(x0 - x1) / math.sqrt(2)  # sample std of two values
+            assert f"{mean:.2f} ± {std:.2f} ({x0:.2f}, {x1:.2f})" in rows[name], (key, rows[name])
+    d0 = value[("b", 0)]["video_top1"] - value[("a", 0)]["video_top1"]
+    d1 = value[("b", 1)]["video_top1"] - value[("a", 1)]["video_top1"]
+    assert f"{(d0 + d1) / 2:+.2f} ± {abs(d0 - d1) / math.sqrt(2):.2f} ({d0:+.2f}, {d1:+.2f})" in rows["b"]
+    assert rows["b"].rstrip().endswith("| 69.8 |") and rows["a"].rstrip().endswith("| - |")
+    assert "2 clips x 1 centre crop" in md and "seeds 0, 1" in md and "## Schedule" in md
+    assert "top-5 means top-3" in md
+    assert "video top-1" in printed and "results.csv" in printed
+
+    # 4. a third run trains nothing; the old form still works
+    calls.clear()
+    assert main(argv) == 0
+    assert calls == []
+    assert main([*argv, "--set", "train.epochs=3"]) == 2  # a finished run is not reused for another budget
+    assert "train.epochs: 2 -> 3" in capsys.readouterr().err and calls == []
+    assert main(["compare", str(runs / "a-s0"), str(runs / "b-s1")]) == 0
+    assert "a-s0" in capsys.readouterr().out
+
+
+def test_confusion_matrix_agrees_with_video_top1(tmp_path, synthetic_cache, tiny_config):
+    from vidkd.engine.train import train
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", tiny_config(
+        synthetic_cache, tmp_path / "runs", "c", train={"epochs": 1})))
+    train(cfg, progress=False)
+    result, description = evaluate_student(cfg, tmp_path / "runs" / "c" / "best_student.safetensors",
+                                           progress=False)
+    matrix = result.confusion
+    assert len(matrix) == len(description["classes"]) == 3
+    assert sum(map(sum, matrix)) == result.num_videos == 6
+    per_class = [sum(line) for line in matrix]
+    assert per_class == [2, 2, 2]  # test_per_class
+    assert 100 * sum(matrix[i][i] for i in range(3)) / 6 == pytest.approx(result.video_top1)
+
+
+@pytest.mark.parametrize("case", ["mixed", "no_out", "unwritable_out", "seeds_with_runs", "set_name"])
+def test_compare_bad_input_is_one_line(tmp_path, synthetic_cache, tiny_config, capsys, case):
+    config = write_config(tmp_path / "a.yaml", tiny_config(synthetic_cache, tmp_path, "a"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    argv = {
+        "mixed": ["compare", config, str(tmp_path / "run"), "--out", str(tmp_path / "o")],
+        "no_out": ["compare", config, "--seeds", "0"],
+        "unwritable_out": ["compare", config, "--out", str(tmp_path / "a_file" / "o")],
+        "seeds_with_runs": ["compare", str(tmp_path / "run"), "--seeds", "0"],
+        "set_name": ["compare", config, "--out", str(tmp_path / "o"), "--set", "name=x"],
+    }[case]
+    expect = {"mixed": "not both", "no_out": "--out", "unwritable_out": "--out",
+              "seeds_with_runs": "--seeds", "set_name": "name"}[case]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
+    assert len(lines) == 1 and expect in lines[0], err
+    assert not (tmp_path / "o" / "runs").exists()

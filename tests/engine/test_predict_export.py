@@ -1,0 +1,199 @@
+"""`vidkd predict` and `vidkd export` on a tiny student and tiny real video files."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vidkd.cli import main
+from vidkd.config import config_from_dict
+from vidkd.data.dataset import ClipSpec, VideoClipDataset
+from vidkd.data.records import VideoRecord
+from vidkd.data.synthetic import SyntheticSpec, render_video, write_video
+from vidkd.data.transforms import to_model_input
+from vidkd.engine.checkpoint import load_student, save_student
+from vidkd.engine.train import build_student, model_description
+
+CLASSES = ["wave", "spin", "jump"]
+
+
+@pytest.fixture
+def student_file(tmp_path, synthetic_cache, tiny_config):
+    """An untrained tiny student shipped exactly as `vidkd train` ships one."""
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path / "runs"))
+    torch.manual_seed(0)
+    student = build_student(cfg, len(CLASSES))
+    for module in student.modules():  # non-trivial BN statistics, so that eval mode matters
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    path = tmp_path / "student.safetensors"
+    save_student(path, student, model_description(cfg, CLASSES))
+    return path
+
+
+def make_video(path, seed: int, frames: int = 20, size: int = 40):
+    spec = SyntheticSpec(num_classes=3, size=size, min_frames=frames, max_frames=frames)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, render_video(seed % 3, np.random.default_rng(seed), spec), spec.fps)
+    return path
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def expected_probabilities(student_path, video, clips: int) -> list[float]:
+    """The `vidkd eval` test protocol on one video: uniform clips, centre crop, mean softmax."""
+    model, description = load_student(student_path)
+    model.eval()
+    spec = ClipSpec(description["clip_len"], description["frame_stride"],
+                    description["short_side"], description["crop_size"])
+    item = VideoClipDataset([VideoRecord(video, 0)], spec, "test", num_clips=clips)[0]
+    assert item["valid"]
+    with torch.no_grad():
+        logits = model(to_model_input(item["clips"], torch.device("cpu"), channels_last=False))
+    return logits.softmax(dim=1).mean(dim=0).tolist()
+
+
+def test_predict_good_and_corrupt_videos(tmp_path, student_file, capsys):
+    videos = tmp_path / "videos"
+    good = make_video(videos / "a_good.mp4", 1)
+    nested = make_video(videos / "sub" / "b_good.mp4", 2, frames=30, size=48)
+    truncated = videos / "c_truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:200])
+    (videos / "d_garbage.avi").write_bytes(np.random.default_rng(0).bytes(4000))
+    (videos / "notes.txt").write_text("not a video: ignored")
+    missing = tmp_path / "missing.mp4"
+    out_json = tmp_path / "out" / "predictions.json"
+
+    code, out, err = run_cli(capsys, "predict", str(student_file), str(videos), str(missing),
+                             "--clips", "3", "--json", str(out_json))
+    assert code == 1, out + err  # some videos failed
+    lines = out.splitlines()
+    for bad in ("c_truncated.mp4", "d_garbage.avi", "missing.mp4"):
+        named = [line for line in lines if bad in line]
+        assert len(named) == 1 and "unreadable:" in named[0], out
+    assert "notes.txt" not in out
+    assert "2 predicted, 3 unreadable" in out
+
+    report = json.loads(out_json.read_text())
+    by_name = {entry["path"].rsplit("/", 1)[-1]: entry for entry in report["videos"]}
+    assert [by_name[n]["ok"] for n in ("a_good.mp4", "b_good.mp4", "c_truncated.mp4",
+                                       "d_garbage.avi", "missing.mp4")] == [True, True, False, False, False]
+    assert by_name["missing.mp4"]["error"] == "file not found"
+    for name, video in (("a_good.mp4", good), ("b_good.mp4", nested)):
+        expected = expected_probabilities(student_file, video, 3)
+        top = by_name[name]["top"]
+        assert len(top) == 3  # three classes: top-5 shows all three
+        order = sorted(range(3), key=lambda i: -expected[i])
+        assert [entry["class"] for entry in top] == [CLASSES[i] for i in order]
+        assert [entry["probability"] for entry in top] == pytest.approx(
+            [expected[i] for i in order], abs=1e-6)
+        assert sum(entry["probability"] for entry in top) == pytest.approx(1.0, abs=1e-5)
+        first = CLASSES[order[0]]
+        assert f"1. {first}" in out and f"{expected[order[0]] * 100:6.2f}%" in out
+
+    code, out, _ = run_cli(capsys, "predict", str(student_file), str(good), "--clips", "2")
+    assert code == 0 and "1 predicted, 0 unreadable" in out
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_parity_metadata_and_dynamic_batch(tmp_path, student_file, capsys, fmt):
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        ort = pytest.importorskip("onnxruntime")
+    video = make_video(tmp_path / "clip.mp4", 4)
+    out_file = tmp_path / "exported" / f"student.{fmt}"
+    code, out, err = run_cli(capsys, "export", str(student_file), "--format", fmt, "--out",
+                             str(out_file), "--video", str(video), "--repeats", "2")
+    assert code == 0, out + err
+    assert f"a clip decoded from {video}, batch 1" in out
+    assert "reproduces PyTorch's logits to 0.0001" in out
+    latency = [line.split() for line in out.splitlines()
+               if line.startswith(("  PyTorch eager", "  ONNX Runtime", "  TorchScript"))]
+    assert len(latency) == 2, out
+    assert all(float(cell) > 0 for line in latency for cell in line[-2:])
+    assert "batch 1" in out and "batch 8" in out
+
+    model, description = load_student(student_file)
+    model.eval()
+    if fmt == "onnx":
+        import onnx
+
+        props = {p.key: p.value for p in onnx.load(str(out_file)).metadata_props}
+        protocol = json.loads(props["vidkd"])
+        assert json.loads(props["classes"]) == CLASSES
+        session = ort.InferenceSession(str(out_file), providers=["CPUExecutionProvider"])
+
+        def run(x):
+            return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    else:
+        extra = {"vidkd.json": ""}
+        module = torch.jit.load(str(out_file), _extra_files=extra)
+        protocol = json.loads(extra["vidkd.json"])
+
+        def run(x):
+            with torch.no_grad():
+                return module(x).numpy()
+    assert protocol["classes"] == CLASSES
+    assert (protocol["clip_len"], protocol["crop_size"]) == (description["clip_len"], description["crop_size"])
+    assert protocol["input_range"] == [-1.0, 1.0]
+    for batch in (1, 3):
+        clips = torch.rand(batch, 3, description["clip_len"], description["crop_size"],
+                           description["crop_size"]) * 2 - 1
+        with torch.no_grad():
+            expected = model(clips).numpy()
+        got = run(clips)
+        assert got.shape == (batch, len(CLASSES))
+        assert np.abs(got - expected).max() < 1e-4
+
+
+def test_export_onnx_without_onnx_says_what_to_install(tmp_path, student_file, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    out_file = tmp_path / "student.onnx"
+    code, out, err = run_cli(capsys, "export", str(student_file), "--format", "onnx", "--out", str(out_file))
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
+    assert len(lines) == 1 and "pip install 'vidkd[export]'" in lines[0] and "onnxruntime" in lines[0]
+    assert not out_file.exists() and out == ""
+
+
+@pytest.mark.parametrize("case", ["json_unwritable", "out_is_dir", "bad_checkpoint", "empty_folder",
+                                  "bad_clips", "bad_video"])
+def test_predict_export_bad_input_is_one_line(tmp_path, student_file, capsys, case):
+    (tmp_path / "a_file").write_text("x")
+    good = make_video(tmp_path / "good.mp4", 3)
+    if case == "json_unwritable":
+        argv = ["predict", str(student_file), str(good), "--json", str(tmp_path / "a_file" / "p.json")]
+        expect = "--json"
+    elif case == "out_is_dir":
+        argv = ["export", str(student_file), "--format", "torchscript", "--out", str(tmp_path)]
+        expect = "is a directory"
+    elif case == "bad_checkpoint":
+        argv = ["predict", str(tmp_path / "a_file"), str(good)]
+        expect = "not a readable safetensors file"
+    elif case == "empty_folder":
+        (tmp_path / "empty").mkdir()
+        argv = ["predict", str(student_file), str(tmp_path / "empty")]
+        expect = "holds no video files"
+    elif case == "bad_clips":
+        argv = ["predict", str(student_file), str(good), "--clips", "0"]
+        expect = "--clips 0"
+    else:
+        argv = ["export", str(student_file), "--format", "torchscript", "--out",
+                str(tmp_path / "s.pt"), "--video", str(tmp_path / "a_file")]
+        expect = "--video"
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
+    assert len(lines) == 1 and expect in lines[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "s.pt").exists()
