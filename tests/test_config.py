@@ -114,3 +114,11 @@ def test_checked_depths_are_the_model_family():
     from vidkd.models.resnet3d import DEPTHS
 
     assert _MODEL_DEPTHS == tuple(sorted(DEPTHS))
+
+
+def test_data_backend_was_removed_with_a_clear_error(tmp_path):
+    with pytest.raises(VidkdError, match=r"'data.backend' was removed: each video is decoded by what it is"):
+        load_config(None, ["data.backend=frames"])
+    # the value every earlier run wrote into its config.yaml still loads
+    old_run = write(tmp_path, "data:\n  backend: video\n  clip_len: 8\n")
+    assert load_config(old_run).data.clip_len == 8
