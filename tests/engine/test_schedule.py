@@ -137,3 +137,14 @@ def test_schedule_fields_are_checked(overrides, message):
 def test_multistep_config_loads():
     o = load_config(None, ["optim.schedule=multistep", "optim.milestones=[30, 60]"]).optim
     assert o.milestones == [30, 60] and LRSchedule(o, 90).lr_at(60) == pytest.approx(1e-4)
+
+
+def test_reads_a_checkpoint_written_with_torch_reduce_lr_on_plateau():
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    torch_plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "max", 0.1, 1)
+    for value in (50.0, 40.0, 40.0, 30.0):  # dropped once (after 2 bad), then 1 bad epoch
+        torch_plateau.step(value)
+    schedule = LRSchedule(OptimConfig(), 10)
+    schedule.load_state_dict(torch_plateau.state_dict())
+    assert (schedule.plateau_lr, schedule.best, schedule.bad_validations) == (
+        pytest.approx(0.001), 50.0, 1)

@@ -1,8 +1,8 @@
 """The training loop: plain PyTorch, readable top to bottom (after nanoGPT's ``train.py``).
 
 One run = one experiment config. Per epoch: train on one random clip (or two views) per
-video, validate on a group-disjoint slice of the training split, step the plateau
-schedule, tell the method whether validation improved (``self_kd`` refreshes its
+video, validate on a group-disjoint slice of the training split, step the learning-rate
+schedule (:mod:`vidkd.engine.schedule`; the paper's plateau rule by default), tell the method whether validation improved (``self_kd`` refreshes its
 teacher), log to TensorBoard and ``metrics.jsonl``, and write a checkpoint. At the end the
 best-validation student is scored on the test split and shipped as
 ``student.safetensors``. ``torchrun`` launches it on many GPUs through DDP.
