@@ -93,12 +93,13 @@ class LRSchedule:
                 f"{o.plateau_threshold:g} points (cooldown {o.plateau_cooldown}, min_lr {o.min_lr:g})"
             )
         elif o.schedule == "cosine":
-            text = f"cosine: lr {o.lr:g} to {o.min_lr:g} over {self.epochs - o.warmup_epochs} epochs"
+            span = self.epochs - o.warmup_epochs
+            text = f"cosine: lr {o.lr:g} to {o.min_lr:g} over {span} epoch{'s' * (span != 1)}"
         else:
             text = (f"multistep: lr {o.lr:g} x{o.gamma:g} after epochs "
                     f"{', '.join(map(str, o.milestones))} (min_lr {o.min_lr:g})")
         if o.warmup_epochs:
-            text += f"; linear warm-up over {o.warmup_epochs} epochs"
+            text += f"; linear warm-up over {o.warmup_epochs} epoch{'s' * (o.warmup_epochs != 1)}"
         return text
 
     def state_dict(self) -> dict[str, Any]:
