@@ -195,3 +195,11 @@ def test_config_loader_raises_nothing_but_vidkd_error(tmp_path, data, overrides)
             load_config(source, overrides)
         except VidkdError as error:
             assert "\n" not in str(error)
+
+
+def test_data_backend_was_removed_with_a_clear_error(tmp_path):
+    with pytest.raises(VidkdError, match=r"'data.backend' was removed: each video is decoded by what it is"):
+        load_config(None, ["data.backend=frames"])
+    # the value every earlier run wrote into its config.yaml still loads
+    old_run = write(tmp_path, "data:\n  backend: video\n  clip_len: 8\n")
+    assert load_config(old_run).data.clip_len == 8

@@ -53,7 +53,6 @@ class DataConfig:
     test_annotations: str | None = None  # Kinetics: CSV of the evaluation subset
     classes_file: str | None = None  # Kinetics: label list
     split: int = 1
-    backend: Literal["video", "frames"] = "video"
     clip_len: int = 16
     frame_stride: int = 1
     short_side: int = 128
@@ -62,7 +61,7 @@ class DataConfig:
     val_clips: int = 2
     val_fraction: float = 0.1
     val_source: Literal["train_groups", "test_groups"] = "train_groups"
-    same_clip: bool = False
+    same_clip: bool = False  # second view: the same frames and crop window, its own augmentation
     num_workers: int = 2
     max_failed_fraction: float = 0.05
     skip_list: str | None = None
@@ -118,14 +117,34 @@ class MethodConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """SGD with plateau schedule (SKD-SRL section IV-A)."""
+    """SGD and its learning-rate schedule (SKD-SRL section IV-A; :mod:`vidkd.engine.schedule`).
+
+    ``schedule: plateau`` (the paper's default): a validation improves when its video top-1
+    is above the best so far by more than ``plateau_threshold`` points (0: strictly above);
+    after the ``plateau_patience``-th validation in a row that does not improve, the lr is
+    multiplied by ``plateau_factor`` for the next epoch and the count restarts. The
+    ``plateau_cooldown`` validations after a drop are not counted. With patience 10 this is
+    "divided by 10 after 10 epochs without improvement" (PyTorch's ReduceLROnPlateau would
+    wait for an 11th). Validations happen every ``train.val_every`` epochs.
+    ``schedule: cosine`` anneals ``lr`` to ``min_lr`` over the epochs after warm-up
+    (``train.epochs`` sets its length). ``schedule: multistep`` multiplies ``lr`` by
+    ``gamma`` after each epoch count in ``milestones`` (``[30, 60]``: epochs 31 and 61 are
+    the first at the lower rates). ``warmup_epochs`` W: 0-based epoch e < W runs at
+    (e + 1) / (W + 1) of its lr. No schedule goes below ``min_lr``.
+    """
 
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
+    schedule: Literal["plateau", "cosine", "multistep"] = "plateau"
+    warmup_epochs: int = 0
     plateau_patience: int = 10
     plateau_factor: float = 0.1
+    plateau_threshold: float = 0.0  # points of val video top-1 (%), absolute
+    plateau_cooldown: int = 0
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
     min_lr: float = 0.0
 
 
@@ -134,7 +153,7 @@ class TrainConfig:
     """Loop settings."""
 
     epochs: int = 200
-    batch_size: int = 32  # clips per device (per view)
+    batch_size: int = 32  # videos per device per step (a two-view method: 2x the clips)
     seed: int = 0
     out_dir: str = "runs"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -252,6 +271,11 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
             except VidkdError as error:
                 errors.append(str(error))
         raise VidkdError(errors[0] if errors else f"{source}: '{where}' has a bad value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise VidkdError(f"{source}: '{where}' must be a list, e.g. [30, 60], got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_coerce(v, item, f"{where}[{i}]", source) for i, v in enumerate(value)]
     if annotation is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
         value = float(value)  # 1e-3: a number, though YAML 1.1 reads it as a string
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
@@ -269,12 +293,28 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
     return value
 
 
+#: keys that existed once: setting one is an error that says why it went, except the value
+#: that earlier versions wrote into every run's config.yaml (so old runs still load)
+REMOVED: dict[str, tuple[Any, str]] = {
+    "data.backend": (
+        "video",
+        "each video is decoded by what it is on disk (a file with PyAV, a folder of "
+        "img_00001.jpg ... frames as images), so there is nothing to choose; delete the key",
+    ),
+}
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         where = f"{prefix}.{key}" if prefix else str(key)
+        if where in REMOVED:
+            written_by_old_runs, why = REMOVED[where]
+            if value == written_by_old_runs:
+                continue
+            raise VidkdError(f"{source}: '{where}' was removed: {why}")
         if key not in names:
             suggestion = f"{prefix}.{_closest(str(key), names)}" if prefix else _closest(
                 str(key), names
@@ -361,11 +401,24 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("optim.lr", o.lr, o.lr > 0, "positive"),
         ("optim.momentum", o.momentum, 0.0 <= o.momentum < 1.0, "in [0, 1)"),
         ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "0 or more"),
-        ("optim.plateau_patience", o.plateau_patience, o.plateau_patience >= 0, "0 or more"),
+        ("optim.plateau_patience", o.plateau_patience, o.plateau_patience >= 1, "at least 1"),
         ("optim.plateau_factor", o.plateau_factor, 0.0 < o.plateau_factor < 1.0, "in (0, 1)"),
-        ("optim.min_lr", o.min_lr, o.min_lr >= 0, "0 or more"),
+        ("optim.plateau_threshold", o.plateau_threshold, 0.0 <= o.plateau_threshold < 100.0,
+         "in [0, 100) (points of validation video top-1)"),
+        ("optim.plateau_cooldown", o.plateau_cooldown, o.plateau_cooldown >= 0, "0 or more"),
+        ("optim.milestones", o.milestones,
+         all(m >= 1 for m in o.milestones) and o.milestones == sorted(set(o.milestones)),
+         "increasing epoch counts, each at least 1, e.g. [30, 60]"),
+        ("optim.milestones", o.milestones, o.schedule == "multistep" or not o.milestones,
+         "empty unless optim.schedule is multistep"),
+        ("optim.milestones", o.milestones, o.schedule != "multistep" or bool(o.milestones),
+         "set when optim.schedule is multistep, e.g. [30, 60]"),
+        ("optim.gamma", o.gamma, 0.0 < o.gamma < 1.0, "in (0, 1)"),
+        ("optim.min_lr", o.min_lr, 0.0 <= o.min_lr < o.lr, f"0 or more and below optim.lr ({o.lr})"),
         ("train.epochs", t.epochs, t.epochs >= 1, "at least 1"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
+        ("optim.warmup_epochs", o.warmup_epochs, 0 <= o.warmup_epochs < t.epochs,
+         f"0 or more and below train.epochs ({t.epochs})"),
         ("train.val_every", t.val_every, t.val_every >= 1, "at least 1"),
         ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, "at least 1"),
         ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),

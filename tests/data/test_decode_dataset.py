@@ -140,6 +140,46 @@ def test_crop_window_is_shared_by_all_frames_of_a_clip(tmp_path):
     assert (clip - clip[0:1]).abs().max() <= 12  # compression noise only, no per-frame offset
 
 
+def grid_frames(folder: Path, num_frames: int, height: int, width: int) -> np.ndarray:
+    """A PNG frame folder (lossless) whose pixels tell their row, column and frame; returns
+    the frames as written."""
+    folder.mkdir(parents=True)
+    ys, xs = np.mgrid[0:height, 0:width]
+    frames = np.zeros((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        frames[t, ..., 0], frames[t, ..., 1], frames[t, ..., 2] = ys * 7, xs * 5, t * 9
+        encoder = av.CodecContext.create("png", "w")
+        encoder.width, encoder.height, encoder.pix_fmt = width, height, "rgb24"
+        packets = encoder.encode(av.VideoFrame.from_ndarray(frames[t], format="rgb24"))
+        packets += encoder.encode(None)
+        (folder / f"img_{t + 1:05d}.png").write_bytes(b"".join(bytes(p) for p in packets))
+    return frames
+
+
+def test_test_crop_is_the_centre_crop(tmp_path):
+    frames = grid_frames(tmp_path / "grid", 8, 20, 30)
+    spec = ClipSpec(clip_len=3, short_side=20, crop_size=12)  # no resize: the frames are 20 high
+    data = VideoClipDataset([VideoRecord(tmp_path / "grid", 0)], spec, "test", num_clips=2)
+    clips = data[0]["clips"].numpy()
+    top, left = (20 - 12) // 2, (30 - 12) // 2  # 4, 9: every other window shows other pixels
+    starts = [clip.start for clip in uniform_clips(8, 3, 1, 2)]
+    assert starts == [1, 4]
+    for clip, start in zip(clips, starts, strict=True):
+        np.testing.assert_array_equal(clip, frames[start : start + 3, top : top + 12, left : left + 12])
+
+
+def test_same_clip_reuses_frames_and_crop_window(tmp_path):
+    grid_frames(tmp_path / "grid", 12, 24, 32)
+    records = [VideoRecord(tmp_path / "grid", 0)] * 6
+    spec = ClipSpec(clip_len=4, short_side=24, crop_size=16)
+    same = VideoClipDataset(records, spec, "train", num_views=2, same_clip=True, seed=2)
+    independent = VideoClipDataset(records, spec, "train", num_views=2, seed=2)
+    for index in range(6):
+        views = same[index]["clips"]
+        assert torch.equal(views[0], views[1])  # same frames, same window
+    assert sum(not torch.equal(*independent[i]["clips"]) for i in range(6)) >= 5
+
+
 def test_test_items_are_uniform_centre_crops(tmp_path):
     records = make_records(tmp_path, 2)
     data = VideoClipDataset(records, ClipSpec(clip_len=4, short_side=32, crop_size=24), "test",

@@ -163,7 +163,8 @@ def test_hmdb51_official_per_class_split_files(tmp_path: Path) -> None:
         ("cartwheel/Cartwheel_A_cartwheel_f_cm_np1_le_med_0.avi", 1),
     ]
     assert train.missing == ["brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_1.avi"]
-    assert all(r.group is None for r in train.records)
+    assert [r.group for r in train.records] == [
+        "April_09_brush_hair_u_nm_np1_ba_goo", "Cartwheel_A_cartwheel_f_cm_np1_le_med"]
 
     test = hmdb51_index(videos, splits, 1, "test")
     assert sorted(r.path.name for r in test.records) == [

@@ -57,6 +57,8 @@ def test_resume_continues_exactly(tmp_path, synthetic_cache, tiny_config):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key)
+    batch = json.loads((tmp_path / "b" / "tiny" / "results.json").read_text())["batch"]
+    assert (batch["videos_per_step"], batch["clips_per_step"]) == (4, 8)  # two views per video
     log = (tmp_path / "b" / "tiny" / "metrics.jsonl").read_text()
     assert [json.loads(line)["epoch"] for line in log.splitlines()
             if json.loads(line)["kind"] == "epoch"] == [1, 2]

@@ -238,6 +238,19 @@ def test_dropout_only_in_training() -> None:
         assert torch.allclose(model(clips), model.fc(model.forward_features(clips)))
 
 
+def test_dropout_active_in_training() -> None:
+    """Training mode zeroes about half the pooled features (p = 0.5) and doubles the rest."""
+    torch.manual_seed(0)
+    model = resnet3d(10, 4, width_multiplier=TINY, dropout=0.5).train()
+    seen = {}
+    model.dropout.register_forward_hook(lambda m, i, o: seen.update(features=i[0], dropped=o))
+    model(torch.randn(8, 3, 4, 32, 32))
+    features, dropped = seen["features"], seen["dropped"]
+    kept = dropped != 0
+    assert 0.3 < 1 - kept[features != 0].float().mean().item() < 0.7
+    assert torch.allclose(dropped[kept], 2 * features[kept])
+
+
 def test_constructor_injects_block_and_in_channels() -> None:
     model = ResNet3D(Bottleneck, [1, 1, 1, 1], 3, width_multiplier=TINY, in_channels=1)
     assert model.feature_dim == 128

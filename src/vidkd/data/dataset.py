@@ -2,7 +2,8 @@
 
 Training items hold ``num_views`` clips of one video (one for ``baseline``, two for
 SKD-SRL), each at its own random temporal position and random crop window (one window
-for all frames of a clip). Test items hold ``num_clips`` clips spread uniformly over the
+for all frames of a clip); with ``same_clip`` every view is the same clip, window
+included, and the views differ only by their augmentation draws (on the device). Test items hold ``num_clips`` clips spread uniformly over the
 video, each centre-cropped. Clips stay uint8 ``(T, H, W, C)`` until they reach the
 training device (see :func:`vidkd.data.transforms.to_model_input`).
 
@@ -98,17 +99,17 @@ class VideoClipDataset(Dataset):
         with self.open_reader(record.path, spec.short_side) as reader:
             first, last = self._frame_range(record, reader.info.fps, reader.info.num_frames)
             views = []
-            clip: Clip | None = None
-            for _ in range(self.num_views):
-                if clip is None or not self.same_clip:
-                    clip = random_clip(
-                        reader.info.num_frames, spec.clip_len, spec.frame_stride, rng, first, last
-                    )
-                    frames = pad_to(reader.read(*clip), spec.crop_size)
+            for _ in range(1 if self.same_clip else self.num_views):
+                clip = random_clip(
+                    reader.info.num_frames, spec.clip_len, spec.frame_stride, rng, first, last
+                )
+                frames = pad_to(reader.read(*clip), spec.crop_size)
                 _, height, width, _ = frames.shape
                 top = int(rng.integers(0, height - spec.crop_size + 1))
                 left = int(rng.integers(0, width - spec.crop_size + 1))
                 views.append(crop(frames, top, left, spec.crop_size))
+        if self.same_clip:  # SPEC: the clip is reused, crop window included
+            views *= self.num_views
         return np.stack(views)
 
     def _read_test(self, record: VideoRecord) -> np.ndarray:

@@ -144,7 +144,7 @@ def _describe(text: str) -> str:
 # Resume: which config fields may differ from the stored run.
 #: change what the network is or what it sees: never allowed on resume
 FIXED = ("name", "model.", "data.dataset", "data.root", "data.annotations",
-         "data.test_annotations", "data.classes_file", "data.split", "data.backend",
+         "data.test_annotations", "data.classes_file", "data.split",
          "data.clip_len", "data.frame_stride", "data.short_side", "data.crop_size",
          "data.val_fraction", "data.val_source", "data.same_clip", "data.skip_list",
          "data.synthetic.", "method.name", "method.projector_dim", "method.predictor_hidden",

@@ -1,8 +1,8 @@
 """The training loop: plain PyTorch, readable top to bottom (after nanoGPT's ``train.py``).
 
 One run = one experiment config. Per epoch: train on one random clip (or two views) per
-video, validate on a group-disjoint slice of the training split, step the plateau
-schedule, tell the method whether validation improved (``self_kd`` refreshes its
+video, validate on a group-disjoint slice of the training split, step the learning-rate
+schedule (:mod:`vidkd.engine.schedule`; the paper's plateau rule by default), tell the method whether validation improved (``self_kd`` refreshes its
 teacher), log to TensorBoard and ``metrics.jsonl``, and write a checkpoint. At the end the
 best-validation student is scored on the test split and shipped as
 ``student.safetensors``. ``torchrun`` launches it on many GPUs through DDP.
@@ -59,6 +59,7 @@ from vidkd.engine.rundir import (
     resolve_run_dir,
     resume_changes,
 )
+from vidkd.engine.schedule import LRSchedule
 from vidkd.errors import VidkdError
 from vidkd.methods import METHODS, Method
 from vidkd.models.resnet3d import ResNet3D, resnet3d
@@ -395,9 +396,7 @@ def _train(
     optimizer = torch.optim.SGD(
         trainable, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov
     )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, mode="max", factor=o.plateau_factor, patience=o.plateau_patience, min_lr=o.min_lr
-    )
+    schedule = LRSchedule(o, cfg.train.epochs)  # plateau on val video top-1 by default
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.train.precision == "fp16")
     model: torch.nn.Module = method
     if dist_info.enabled:
@@ -417,7 +416,7 @@ def _train(
                 f"{str(error).splitlines()[-1].strip()[:200]}); resume with the run's own config.yaml"
             ) from None
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        schedule.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         augment_rng.set_state(state["augment_rng"])
@@ -445,7 +444,7 @@ def _train(
             ckpt_dir, epoch, method.state_dict(),
             {
                 "epoch": epoch - 1, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
                 "rng": rng_state(), "augment_rng": augment_rng.get_state(),
                 "best_val": best_val, "best_epoch": best_epoch,
                 "failed": sorted(failed_seen.values()),
@@ -461,6 +460,7 @@ def _train(
     step = start_epoch * len(loaders.train)
     epoch_times: list[float] = []
     for epoch in range(start_epoch, cfg.train.epochs):
+        schedule.start_epoch(optimizer, epoch)
         method.on_epoch_start(epoch)
         loaders.train.dataset.set_epoch(epoch)
         if isinstance(train_sampler.base, DistributedSampler):
@@ -553,7 +553,7 @@ def _train(
             )
             _note_failures(failed_seen, val.failed)
             improved = val.video_top1 > best_val
-            scheduler.step(val.video_top1)
+            schedule.step(val.video_top1, epoch)
             method.on_validation(improved)
             if improved:
                 best_val, best_epoch = val.video_top1, epoch + 1
@@ -599,7 +599,7 @@ def _train(
     _note_failures(failed_seen, test.failed)
     summary = summarize(
         cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen.values()),
-        augment.config,
+        augment.config, schedule, method.num_views, dist_info.world_size,
     )
     if is_main:
         history = run_dir / "history.jsonl"
@@ -612,8 +612,10 @@ def _train(
 
 def summarize(
     cfg: ExperimentConfig, splits: DataSplits, test: EvalResult, best_epoch: int, best_val: float,
-    epoch_times: list[float], failed: list[str], augment: AugmentConfig,
+    epoch_times: list[float], failed: list[str], augment: AugmentConfig, schedule: LRSchedule,
+    num_views: int, world_size: int,
 ) -> dict[str, Any]:
+    videos = cfg.train.batch_size  # train.batch_size counts videos per device
     return {
         "name": cfg.name,
         "method": cfg.method.name,
@@ -621,6 +623,12 @@ def summarize(
         "dataset": cfg.data.dataset,
         "model": f"3D ResNet-{cfg.model.depth} (width x{cfg.model.width_multiplier})",
         "epochs": cfg.train.epochs,
+        "schedule": {"rule": schedule.describe(), "lr_drops_after_epochs": schedule.drops},
+        "batch": {
+            "videos_per_device_step": videos, "clips_per_device_step": videos * num_views,
+            "devices": world_size, "videos_per_step": videos * world_size,
+            "clips_per_step": videos * num_views * world_size,
+        },
         "best_epoch": best_epoch,
         "best_val_video_top1": best_val,
         "test": test.as_dict(),

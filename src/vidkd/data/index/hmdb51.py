@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from vidkd.data.index.common import (
@@ -13,8 +14,19 @@ from vidkd.data.index.common import (
     _require_dir,
     _Resolver,
 )
+from vidkd.data.index.walk import _video_suffix
 from vidkd.data.records import DatasetIndex, VideoRecord
 from vidkd.errors import VidkdError
+
+_HMDB_CLIP_INDEX = re.compile(r"_\d+$")
+
+
+def _hmdb_group(relative: str) -> str:
+    """The source video of an HMDB51 clip: its file name without extension and trailing
+    ``_N`` clip index (``Iaido_draw_sword_f_cm_np1_fr_med_2.avi`` -> ``Iaido_draw_sword_f_cm_np1_fr_med``)."""
+    name = relative.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = name[: -len(_video_suffix(name))] if _video_suffix(name) else name
+    return _HMDB_CLIP_INDEX.sub("", stem)
 
 
 def hmdb51_index(video_root: Path, split_dir: Path, split: int, subset: str) -> DatasetIndex:
@@ -24,7 +36,7 @@ def hmdb51_index(video_root: Path, split_dir: Path, split: int, subset: str) -> 
     ``<video> <0|1|2>`` (1 train, 2 test, 0 unused); labels = alphabetical class order.
     (b) MMAction2 lists ``hmdb51_{train,val}_split_<N>_videos.txt`` (or ``_rawframes.txt``)
     with lines ``<class>/<video> [num_frames] <label>`` (0-based); ``test`` reads ``val``.
-    HMDB names carry no group, so ``group`` is ``None``.
+    ``group`` is the source video (:func:`_hmdb_group`): clips cut from one video share it.
     """
     _check_split(split, subset, ("train", "test"))
     video_root, split_dir = _require_dir(video_root), Path(split_dir)
@@ -70,7 +82,7 @@ def _hmdb51_official(
             if path is None:
                 missing.append(relative)
             else:
-                records.append(VideoRecord(path, label))
+                records.append(VideoRecord(path, label, group=_hmdb_group(relative)))
     expected = f"{video_root}/<class>/<video>.avi as named in *{suffix}"
     return _finish(
         f"HMDB51 split {split} ({subset})", resolver, records, missing, classes, expected
@@ -88,6 +100,6 @@ def _hmdb51_mmaction(video_root: Path, list_file: Path) -> DatasetIndex:
         if path is None:
             missing.append(relative)
         else:
-            records.append(VideoRecord(path, label))
+            records.append(VideoRecord(path, label, group=_hmdb_group(relative)))
     expected = f"{video_root}/<class>/<video>.avi as named in {list_file.name}"
     return _finish(list_file.name, resolver, records, missing, classes, expected)
