@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vidkd.errors import VidkdError
-from vidkd.models.resnet3d import ResNet3D, resnet3d
+from vidkd.models.build import build_from_description
+from vidkd.models.resnet3d import ResNet3D
 
 POINTER = "last"
 
@@ -136,13 +137,6 @@ def read_student_description(path: Path) -> dict[str, Any]:
 def load_student(path: Path, device: str | torch.device = "cpu") -> tuple[ResNet3D, dict[str, Any]]:
     """Rebuild a shipped student from its file (for eval, teachers, predict and export)."""
     description = read_student_description(Path(path))
-    model = resnet3d(
-        description["depth"],
-        description["num_classes"],
-        shortcut=description["shortcut"],
-        no_max_pool=description["no_max_pool"],
-        width_multiplier=description["width_multiplier"],
-        dropout=description.get("dropout", 0.0),
-    )
+    model = build_from_description(description)
     model.load_state_dict(load_file(str(path), device=str(device)))
     return model.to(device), description
