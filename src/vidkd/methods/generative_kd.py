@@ -275,11 +275,14 @@ class GenerativeKD(Method):
         generated = functional_call(
             self.cvae.decoder, constant_decoder, (latent, attention, tuple(features.shape[-2:]))
         )
-        return generative_kd_loss(
+        recon_weight = self.current_recon_weight
+        losses = generative_kd_loss(
             logits, labels, attention, teacher_attention, features, generated, reconstruction,
-            teacher_reconstruction, mean, log_var, self.current_recon_weight,
-            self.attention_weight, self.generative_weight, self.kl_weight,
+            teacher_reconstruction, mean, log_var, recon_weight, self.attention_weight,
+            self.generative_weight, self.kl_weight,
         )
+        losses["recon_weight"] = logits.new_tensor(recon_weight)  # logged: the ramp per epoch
+        return losses
 
     def student_description(self) -> dict[str, Any]:
         return self.student.description()
