@@ -59,7 +59,8 @@ def gaussian_kl_to_attention(mean: Tensor, log_var: Tensor, attention: Tensor) -
     Closed form per latent element: 0.5 * (sigma^2 + (mu - A)^2 - 1 - log sigma^2). The mean
     (not the sum) over latent elements follows the authors' ``loss_cvae``.
     """
-    attention = attention.to(mean.dtype)
+    dtype = torch.promote_types(mean.dtype, torch.float32)  # exp of bf16 is too coarse
+    mean, log_var, attention = mean.to(dtype), log_var.to(dtype), attention.to(dtype)
     per_element = 0.5 * (log_var.exp() + (mean - attention).pow(2) - 1.0 - log_var)
     return per_element.mean()
 
