@@ -2,7 +2,8 @@
 
 Every method trains on the same random clips with the same student; the script prints
 videos per second and the ratio to baseline (SKD-SRL and the KD methods do more work per
-video: two views, or a teacher forward).
+video: two views, or a teacher forward; generative_kd_teacher adds the attention module and
+CVAE, generative_kd the teacher forward, two CVAEs and a 1x1x1 adapter to the teacher's width).
 
     .venv/bin/python benchmarks/methods.py --depth 18 --width 0.25 --frames 8 --size 56
     python benchmarks/methods.py --device cuda --precision bf16 --width 1 --frames 16 --size 112
@@ -17,7 +18,15 @@ import torch
 
 from vidkd.data.augment import AugmentConfig, ClipAugment
 from vidkd.engine.evaluate import autocast
-from vidkd.methods import KD, SKDSRL, Baseline, BaselineDA, SelfKD
+from vidkd.methods import (
+    KD,
+    SKDSRL,
+    Baseline,
+    BaselineDA,
+    GenerativeKD,
+    GenerativeKDTeacher,
+    SelfKD,
+)
 from vidkd.models.resnet3d import resnet3d
 
 
@@ -47,15 +56,20 @@ def main() -> None:
         return resnet3d(args.depth, args.classes, width_multiplier=args.width)
 
     teacher = resnet3d(args.teacher_depth, args.classes, width_multiplier=args.width)
+    phase_one_teacher = GenerativeKDTeacher(
+        resnet3d(args.teacher_depth, args.classes, width_multiplier=args.width)
+    ).student
     methods = {
         "baseline": Baseline(student()),
         "baseline_da": BaselineDA(student()),
         "kd": KD(student(), teacher, 10.0, 0.1, False),
         "self_kd": SelfKD(student(), 10.0, 0.1, False),
         "skd_srl": SKDSRL(student()),
+        "generative_kd_teacher": GenerativeKDTeacher(student()),
+        "generative_kd": GenerativeKD(student(), phase_one_teacher),
     }
     augment = ClipAugment(AugmentConfig())
-    results = {}
+    runs = {}
     for name, method in methods.items():
         method = method.to(device, memory_format=torch.channels_last_3d).train()
         optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01)
@@ -63,28 +77,39 @@ def main() -> None:
         clips = torch.rand(shape, device=device) * 2 - 1
         clips = clips.contiguous(memory_format=torch.channels_last_3d)
         labels = torch.randint(0, args.classes, (args.batch,), device=device)
-        times = []
-        for step in range(args.steps + 2):
-            sync()
-            start = time.perf_counter()
-            inputs = augment(clips) if method.full_augment else clips
-            with autocast(device, args.precision):
-                loss = method(inputs, labels)["loss"]
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            sync()
-            if step >= 2:  # the first steps warm up (cuDNN autotuning)
-                times.append(time.perf_counter() - start)
-        times.sort()
-        results[name] = args.batch / times[len(times) // 2]
+        runs[name] = (method, optimizer, clips, labels)
+
+    def step(name: str) -> float:
+        method, optimizer, clips, labels = runs[name]
+        sync()
+        start = time.perf_counter()
+        inputs = augment(clips) if method.full_augment else clips
+        with autocast(device, args.precision):
+            loss = method(inputs, labels)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        sync()
+        return time.perf_counter() - start
+
+    for name in runs:  # the first steps warm up (cuDNN autotuning, allocator)
+        step(name)
+        step(name)
+    # round robin: a slow spell on a shared machine hits every method alike
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.steps):
+        for name in runs:
+            times[name].append(step(name))
+    results = {name: args.batch / sorted(ts)[len(ts) // 2] for name, ts in times.items()}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"CPU, {torch.get_num_threads()} threads")
     print(f"3D ResNet-{args.depth} x{args.width}, {args.frames}x{args.size}x{args.size} clips, "
-          f"batch {args.batch} videos, median of {args.steps} steps, {args.precision}, {where}")
-    print(f"{'method':12s} {'videos/s':>9s} {'cost vs baseline':>17s}")
+          f"batch {args.batch} videos, median of {args.steps} round-robin steps, {args.precision}, {where}")
+    print(f"teacher: 3D ResNet-{args.teacher_depth} x{args.width} (kd; generative_kd's phase-1 "
+          "network); generative_kd_teacher: the student's network with attention and CVAE")
+    print(f"{'method':22s} {'videos/s':>9s} {'cost vs baseline':>17s}")
     for name, rate in results.items():
-        print(f"{name:12s} {rate:9.1f} {results['baseline'] / rate:16.2f}x")
+        print(f"{name:22s} {rate:9.1f} {results['baseline'] / rate:16.2f}x")
 
 
 if __name__ == "__main__":

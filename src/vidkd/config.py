@@ -28,7 +28,10 @@ from vidkd.files import read_text
 from vidkd.models.resnet3d import DEPTHS
 
 DatasetName = Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "folder"]
-MethodName = Literal["baseline", "baseline_da", "kd", "self_kd", "skd_srl", "frskd", "generative_kd"]
+MethodName = Literal[
+    "baseline", "baseline_da", "kd", "self_kd", "skd_srl", "frskd", "generative_kd_teacher",
+    "generative_kd",
+]
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,8 @@ class AugmentSection:
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """A trained teacher for ``kd`` / ``generative_kd``: a vidkd student checkpoint."""
+    """A trained teacher for ``kd`` / ``generative_kd``: a vidkd student checkpoint (for
+    ``generative_kd``, the file a ``generative_kd_teacher`` run shipped)."""
 
     checkpoint: str | None = None
 
@@ -111,6 +115,12 @@ class MethodConfig:
     kd_tau_squared: bool = False
     projector_dim: int = 2048
     predictor_hidden: int = 512
+    # generative feature KD (SPEC 7): phase 1 generative_kd_teacher, phase 2 generative_kd
+    cvae_kl_weight: float = 0.1  # L_cvae = MSE(F-hat, F) + cvae_kl_weight * KL(N(mu, s^2) || N(A, I))
+    attention_kd_weight: float = 0.1  # SPEC's beta: beta * MSE(A_student, A_teacher)
+    generative_kd_weight: float = 0.01  # MSE(student CVAE recon, teacher CVAE recon)
+    recon_weight: float = 0.5  # full weight of the ramped reconstruction term (authors' code)
+    recon_ramp_epochs: int = 20  # epoch e (0-based) weighs min(e + 1, ramp) / ramp of it
     augment: AugmentSection = field(default_factory=AugmentSection)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
 
@@ -397,6 +407,14 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("method.beta", mc.beta, mc.beta >= 0, "0 or more"),
         ("method.projector_dim", mc.projector_dim, mc.projector_dim >= 1, "at least 1"),
         ("method.predictor_hidden", mc.predictor_hidden, mc.predictor_hidden >= 1, "at least 1"),
+        ("method.cvae_kl_weight", mc.cvae_kl_weight, mc.cvae_kl_weight >= 0, "0 or more"),
+        ("method.attention_kd_weight", mc.attention_kd_weight, mc.attention_kd_weight >= 0,
+         "0 or more"),
+        ("method.generative_kd_weight", mc.generative_kd_weight, mc.generative_kd_weight >= 0,
+         "0 or more"),
+        ("method.recon_weight", mc.recon_weight, mc.recon_weight >= 0, "0 or more"),
+        ("method.recon_ramp_epochs", mc.recon_ramp_epochs, mc.recon_ramp_epochs >= 1,
+         "at least 1"),
         ("method.augment.p", mc.augment.p, 0.0 <= mc.augment.p <= 1.0, "a probability in [0, 1]"),
         ("optim.lr", o.lr, o.lr > 0, "positive"),
         ("optim.momentum", o.momentum, 0.0 <= o.momentum < 1.0, "in [0, 1)"),

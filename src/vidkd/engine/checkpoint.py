@@ -7,8 +7,10 @@ A training checkpoint is a directory ``checkpoints/epoch_NNNN/`` with
 then the ``checkpoints/last`` pointer is replaced atomically, so a killed run always
 finds a complete checkpoint.
 
-The shipped student (``student.safetensors``) holds the encoder and FC alone, under
-Hara's parameter names, with the model description in the safetensors metadata.
+The shipped student (``student.safetensors``) holds the inference network alone (for a
+plain 3D ResNet: the encoder and FC under Hara's parameter names; for generative KD also
+its attention module, adapter and, in phase 1, its CVAE), with the model description in
+the safetensors metadata, from which :func:`load_student` rebuilds it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vidkd.errors import VidkdError
-from vidkd.models.resnet3d import resnet3d
+from vidkd.models.build import build_from_description
 
 log = logging.getLogger("vidkd")
 
@@ -310,22 +312,11 @@ def read_student_description(path: Path) -> dict[str, Any]:
     return description
 
 
-def _build_student(description: dict[str, Any]) -> torch.nn.Module:
-    return resnet3d(
-        description["depth"],
-        description["num_classes"],
-        shortcut=description["shortcut"],
-        no_max_pool=description["no_max_pool"],
-        width_multiplier=description["width_multiplier"],
-        dropout=description.get("dropout", 0.0),
-    )
-
-
 def load_student(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild a shipped student from its file (for eval, teachers, predict and export)."""
     description = read_student_description(Path(path))
     try:
-        model = _build_student(description)
+        model = build_from_description(description)
     except KeyError as error:
         raise VidkdError(
             f"{path}: its model description lacks {error}; the file is damaged or was not "

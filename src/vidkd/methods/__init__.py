@@ -5,6 +5,13 @@ from __future__ import annotations
 from vidkd.methods.base import Method
 from vidkd.methods.baseline import Baseline
 from vidkd.methods.baseline_da import BaselineDA
+from vidkd.methods.generative_kd import (
+    GenerativeKD,
+    GenerativeKDTeacher,
+    cvae_loss,
+    feature_representation_loss,
+    generative_kd_loss,
+)
 from vidkd.methods.kd import KD, kd_loss
 from vidkd.methods.self_kd import SelfKD, self_kd_loss
 from vidkd.methods.skd_srl import SKDSRL, skd_srl_loss
@@ -15,7 +22,10 @@ METHODS: dict[str, type[Method]] = {
     "kd": KD,
     "self_kd": SelfKD,
     "skd_srl": SKDSRL,
+    "generative_kd_teacher": GenerativeKDTeacher,
+    "generative_kd": GenerativeKD,
 }
 
 __all__ = ["METHODS", "Method", "Baseline", "BaselineDA", "KD", "SelfKD", "SKDSRL",
-           "kd_loss", "self_kd_loss", "skd_srl_loss"]
+           "GenerativeKDTeacher", "GenerativeKD", "kd_loss", "self_kd_loss", "skd_srl_loss",
+           "cvae_loss", "feature_representation_loss", "generative_kd_loss"]

@@ -196,11 +196,14 @@ class ResNet3D(nn.Module):
         stage += [block(self.in_planes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
 
+    def forward_map(self, x: Tensor) -> Tensor:
+        """Clips (N, C, T, H, W) -> last-stage feature map (N, feature_dim, T', H', W')."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Clips (N, C, T, H, W) -> pooled representation r of shape (N, feature_dim)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
+        return torch.flatten(self.avgpool(self.forward_map(x)), 1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Clips (N, C, T, H, W) -> class logits (N, num_classes)."""
