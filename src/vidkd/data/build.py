@@ -209,6 +209,8 @@ def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataS
     if cfg.val_source == "test_groups":
         val = test
         notes.append("validation taken from the TEST split (authors' protocol): test numbers are optimistic")
+        if val_folder is not None:
+            notes.append(f"the val folder of {cfg.root} is not used (data.val_source: test_groups)")
     elif val_folder is not None:
         if not val_folder:
             raise VidkdError(f"no validation videos left in the val folder of {cfg.root}; check data.skip_list")
