@@ -64,6 +64,10 @@ def test_train_val_test_folders_are_the_splits_and_classes_their_union(tmp_path:
     # the val folder is the validation split: nothing was carved out of train
     assert any("val folder" in note and "val_fraction (0.3) ignored" in note for note in data.notes)
     assert split_layout(tmp_path).keys() == {"train", "val", "test"}
+    authors = build_splits(DataConfig(dataset="folder", root=str(tmp_path),
+                                      val_source="test_groups"), progress=False)
+    assert authors.val == authors.test
+    assert any("val folder" in note and "not used" in note for note in authors.notes)
 
 
 def test_without_val_folder_validation_is_carved_from_train(tmp_path: Path) -> None:
