@@ -51,10 +51,10 @@ class DataConfig:
     """Where the videos are and how clips are made (SPEC "Data protocol")."""
 
     dataset: DatasetName = "synthetic"
-    root: str | None = None  # video root (class folders, or flat for Kinetics)
+    root: str | None = None  # video root (class folders, train/val/test folders, or flat for Kinetics)
     annotations: str | None = None  # split folder (UCF101/HMDB51), CSV (Kinetics), list (folder)
-    test_annotations: str | None = None  # Kinetics: CSV of the evaluation subset
-    classes_file: str | None = None  # Kinetics: label list
+    test_annotations: str | None = None  # Kinetics: CSV of the evaluation subset; folder: test list
+    classes_file: str | None = None  # Kinetics, folder: label list, one name a line (order = ids)
     split: int = 1
     clip_len: int = 16
     frame_stride: int = 1

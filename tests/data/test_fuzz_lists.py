@@ -16,6 +16,7 @@ from vidkd.data.index import (
     frame_list_index,
     hmdb51_index,
     kinetics_index,
+    read_classes_file,
     ucf101_index,
 )
 from vidkd.errors import VidkdError
@@ -26,7 +27,8 @@ TOKENS = [
     "99999999999999999999", "1" * 5000, " ", "  ", "\t", "\n", "\r\n", "\r", "/", "\\", "..",
     ".", "#", ",", '"', "\ufeff", "\x00", "é", "٣", "id,name", "id", "name",
     "label,youtube_id,time_start,time_end,split", "label,youtube_id,time_start,time_end",
-    "train", "test", "nan", "inf", "1e5", "-5", "img_00001.jpg", "0.5",
+    "train", "test", "nan", "inf", "1e5", "-5", "img_00001.jpg", "0.5", "train/c0/a.mp4",
+    "test/c1", "val", "17",
 ]
 lines = st.lists(st.sampled_from(TOKENS), max_size=16).map("".join)
 contents = st.one_of(
@@ -40,10 +42,12 @@ contents = st.one_of(
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``videos/c0/a.mp4``, ``videos/c1/b.mp4``, a frame folder ``videos/c0/f``; list dirs."""
+    """``videos/c0/a.mp4``, ``videos/c1/b.mp4``, a frame folder ``videos/c0/f``; list dirs;
+    ``split/{train,test}/<class>/...``, a split-folder tree."""
     base = tmp_path_factory.mktemp("fuzz")
     for name in ("videos/c0/a.mp4", "videos/c1/b.mp4", "videos/c0/f/img_00001.jpg",
-                 "videos/c0/a_000001_000002.mp4"):
+                 "videos/c0/a_000001_000002.mp4", "split/train/c0/a.mp4",
+                 "split/test/c1/b.mp4", "split/test/c1/f/img_00001.jpg"):
         (base / name).parent.mkdir(parents=True, exist_ok=True)
         (base / name).write_bytes(b"")
     for folder in ("ucf", "hmdb", "mmaction", "lists"):
@@ -80,6 +84,13 @@ READERS: dict[str, Callable[[Path, bytes], object]] = {
         hmdb51_index(base / "videos", base / "mmaction", 1, "test"),
     ),
     "folder_list": lambda base, data: folder_index(base / "videos", _write(base, "l.txt", data)),
+    "folder_list_split": lambda base, data: folder_index(
+        base / "split", _write(base, "s.txt", data)
+    ),
+    "folder_classes_file": lambda base, data: folder_index(
+        base / "videos", _write(base, "n.txt", b"c0/a.mp4 0\nc1/b.mp4 1\n"),
+        read_classes_file(_write(base, "names.txt", data)),
+    ),
     "frame_list": lambda base, data: frame_list_index(base / "videos", _write(base, "f.txt", data)),
     "kinetics_csv": lambda base, data: kinetics_index(
         base / "videos", _write(base, "train.csv", data), "train"

@@ -1,7 +1,9 @@
 """From a :class:`DataConfig` to train / validation / test records and class names.
 
 Validation comes from the training split (SPEC "Data protocol"): a group-disjoint
-``val_fraction`` of the training videos by default. ``val_source: test_groups``
+``val_fraction`` of the training videos by default, or the ``val`` folder of a
+``root/{train,val,test}/<class>/<video>`` folder dataset (``val_fraction`` is then
+ignored, and the results' notes say so). ``val_source: test_groups``
 reproduces the authors' released code, which validated on the test split; results
 obtained that way say so in their notes.
 """
@@ -18,6 +20,9 @@ from vidkd.data.index import (
     folder_index,
     hmdb51_index,
     kinetics_index,
+    read_classes_file,
+    split_layout,
+    split_layout_classes,
     split_train_val,
     ucf101_index,
 )
@@ -92,26 +97,35 @@ def _real_path(path: str | Path) -> Path:
         return Path(os.path.abspath(path))
 
 
-def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, DatasetIndex]:
-    """The dataset's train and test indexes as its configured layout describes them."""
+@dataclass
+class Indexes:
+    """The indexes a layout defines; ``val`` only where the layout has its own (a ``val`` folder)."""
+
+    train: DatasetIndex
+    test: DatasetIndex
+    val: DatasetIndex | None = None
+
+
+def load_indexes(cfg: DataConfig, progress: bool = True) -> Indexes:
+    """The dataset's train and test (and, where it has one, validation) indexes."""
     name = cfg.dataset
     if name == "synthetic":
         root = synthetic_root(cfg, progress)
         classes = read_lines(root / "classes.txt", "generated class list")
-        return (
+        return Indexes(
             folder_index(root / "videos", root / "trainlist.txt", classes),
             folder_index(root / "videos", root / "testlist.txt", classes),
         )
     root = _require(cfg.root, "root", "/data/videos")
     if name == "ucf101":
         splits = _require(cfg.annotations, "annotations", "/data/ucfTrainTestlist")
-        return (
+        return Indexes(
             ucf101_index(root, splits, cfg.split, "train"),
             ucf101_index(root, splits, cfg.split, "test"),
         )
     if name == "hmdb51":
         splits = _require(cfg.annotations, "annotations", "/data/hmdb51_splits")
-        return (
+        return Indexes(
             hmdb51_index(root, splits, cfg.split, "train"),
             hmdb51_index(root, splits, cfg.split, "test"),
         )
@@ -131,20 +145,37 @@ def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, 
                 f"{train_csv} and {test_csv} name different label sets; set data.classes_file "
                 "to the 400-line label list"
             )
-        return train, test
-    # generic folder: optional lists; without them a group-disjoint 20% is held out for test
+        return Indexes(train, test)
+    return _folder_indexes(cfg, root)
+
+
+def _folder_indexes(cfg: DataConfig, root: Path) -> Indexes:
+    """A folder dataset: lists, a ``root/{train,val,test}/<class>`` tree, or ``root/<class>``.
+
+    ``data.classes_file`` (one name a line) names the labels and fixes their order;
+    otherwise the lists' labels or the sorted class folders do (:func:`folder_index`).
+    Without lists and split folders, a group-disjoint 20% is held out for test.
+    """
+    classes = read_classes_file(Path(cfg.classes_file).expanduser()) if cfg.classes_file else None
     if cfg.annotations:
-        train = folder_index(root, Path(cfg.annotations).expanduser())
+        train = folder_index(root, Path(cfg.annotations).expanduser(), classes)
         if not cfg.test_annotations:
             raise VidkdError("data.test_annotations is not set; a folder dataset with a train list needs a test list too")
         test = folder_index(
             root, Path(cfg.test_annotations).expanduser(), train.classes,
             setting="data.test_annotations",
         )
-        return train, test
-    everything = folder_index(root)
+        return Indexes(train, test)
+    splits = split_layout(root)
+    if splits:
+        if classes is None:
+            classes = split_layout_classes(splits)
+        log.info("%s: split folders %s, %d classes", root, ", ".join(sorted(splits)), len(classes))
+        indexes = {split: folder_index(path, classes=classes) for split, path in splits.items()}
+        return Indexes(indexes["train"], indexes["test"], indexes.get("val"))
+    everything = folder_index(root, classes=classes)
     train_records, test_records = split_train_val(everything.records, 0.2, seed=12345)
-    return (
+    return Indexes(
         DatasetIndex(train_records, everything.classes, everything.missing),
         DatasetIndex(test_records, everything.classes, []),
     )
@@ -152,20 +183,24 @@ def load_indexes(cfg: DataConfig, progress: bool = True) -> tuple[DatasetIndex, 
 
 def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSplits:
     """Train / validation / test records for one run."""
-    train_index, test_index = load_indexes(cfg, progress)
+    indexes = load_indexes(cfg, progress)
+    train_index, test_index, val_index = indexes.train, indexes.test, indexes.val
     notes: list[str] = []
-    missing = len(train_index.missing) + len(test_index.missing)
+    missing = sum(len(index.missing) for index in (train_index, test_index, val_index) if index)
     if missing:
         notes.append(f"{missing} videos named by the annotations are not on disk (skipped)")
     train, test = train_index.records, test_index.records
+    val_folder = val_index.records if val_index is not None else None
     skipped = 0
     if cfg.skip_list:
         # compare resolved paths so that `vidkd check ../x` matches a config naming /abs/x
         skip = {_real_path(p) for p in read_skip_list(Path(cfg.skip_list).expanduser())}
-        before = len(train) + len(test)
+        before = len(train) + len(test) + len(val_folder or [])
         train = [r for r in train if _real_path(r.path) not in skip]
         test = [r for r in test if _real_path(r.path) not in skip]
-        skipped = before - len(train) - len(test)
+        if val_folder is not None:
+            val_folder = [r for r in val_folder if _real_path(r.path) not in skip]
+        skipped = before - len(train) - len(test) - len(val_folder or [])
         notes.append(f"{skipped} videos excluded by skip list {cfg.skip_list}")
     if not train:
         raise VidkdError(f"no training videos found for dataset '{cfg.dataset}' under {cfg.root}; check data.root")
@@ -174,6 +209,16 @@ def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataS
     if cfg.val_source == "test_groups":
         val = test
         notes.append("validation taken from the TEST split (authors' protocol): test numbers are optimistic")
+        if val_folder is not None:
+            notes.append(f"the val folder of {cfg.root} is not used (data.val_source: test_groups)")
+    elif val_folder is not None:
+        if not val_folder:
+            raise VidkdError(f"no validation videos left in the val folder of {cfg.root}; check data.skip_list")
+        val = val_folder
+        notes.append(
+            f"validation is the val folder of {cfg.root} ({len(val)} videos); "
+            f"data.val_fraction ({cfg.val_fraction}) ignored"
+        )
     else:
         train, val = split_train_val(train, cfg.val_fraction, seed=seed)
     for note in notes:

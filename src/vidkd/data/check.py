@@ -413,12 +413,15 @@ def check_directory(
 def check_config(
     cfg: DataConfig, workers: int | None = None, progress: bool = True
 ) -> CheckReport:
-    """Check every train and test video the config's indexes name (skip list not applied).
+    """Check every train, test (and val folder) video the config's indexes name (skip list not applied).
 
     The report's paths are the indexes' ``record.path``, made absolute when written.
     """
     from vidkd.data.build import load_indexes
 
-    train, test = load_indexes(cfg, progress)
-    paths = [record.path for record in train.records + test.records]
+    indexes = load_indexes(cfg, progress)
+    records = [*indexes.train.records, *indexes.test.records]
+    if indexes.val is not None:
+        records += indexes.val.records
+    paths = [record.path for record in records]
     return check_paths(paths, workers, progress, source=f"{cfg.dataset} ({cfg.root})")

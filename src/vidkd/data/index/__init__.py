@@ -21,9 +21,14 @@ directory already walked (a loop) or one that cannot be resolved is skipped with
 warning. ``*.partial`` names (unfinished ``vidkd prepare`` outputs) are never indexed.
 """
 
-from vidkd.data.index.folder import folder_index, frame_list_index
+from vidkd.data.index.folder import (
+    folder_index,
+    frame_list_index,
+    split_layout,
+    split_layout_classes,
+)
 from vidkd.data.index.hmdb51 import hmdb51_index
-from vidkd.data.index.kinetics import kinetics_index
+from vidkd.data.index.kinetics import kinetics_index, read_classes_file
 from vidkd.data.index.split import split_train_val
 from vidkd.data.index.ucf101 import ucf101_index
 from vidkd.data.index.walk import FRAME_EXTENSIONS, VIDEO_EXTENSIONS, VisitedDirs
@@ -36,6 +41,9 @@ __all__ = [
     "frame_list_index",
     "hmdb51_index",
     "kinetics_index",
+    "read_classes_file",
+    "split_layout",
+    "split_layout_classes",
     "split_train_val",
     "ucf101_index",
 ]

@@ -213,8 +213,31 @@ def _read_path_label_list(list_file: Path) -> list[tuple[str, int]]:
     return entries
 
 
+def _check_label_cover(list_file: Path, labels: Iterable[int]) -> int:
+    """The number of classes ``K`` a label list implies; its labels must be exactly 0..K-1.
+
+    A negative label, or a label in 0..K-1 that no line uses, is a :class:`VidkdError`
+    naming the first such label.
+    """
+    used = set(labels)
+    if not used:
+        raise VidkdError(f"{list_file}: no labelled lines: fix the list")
+    if min(used) < 0:
+        raise VidkdError(f"{list_file}: label {min(used)} is negative; labels are 0-based: fix the list")
+    count = max(used) + 1
+    if len(used) != count:
+        first_missing = next(label for label in range(count) if label not in used)
+        raise VidkdError(
+            f"{list_file}: label {first_missing} is missing: labels must cover 0..{count - 1} "
+            f"with every class listed ({len(used)} of {count} used): fix the list"
+        )
+    return count
+
+
 def _classes_from_labels(list_file: Path, entries: Iterable[tuple[str, int]]) -> list[str]:
     """Class names ``classes[label]`` from the top folder of each ``(path, label)`` entry."""
+    entries = list(entries)
+    _check_label_cover(list_file, (label for _, label in entries))
     names: dict[int, str] = {}
     for relative, label in entries:
         folder = relative.replace("\\", "/").split("/")[0]
@@ -223,10 +246,4 @@ def _classes_from_labels(list_file: Path, entries: Iterable[tuple[str, int]]) ->
                 f"{list_file}: label {label} is used for folders {names[label]!r} and {folder!r}: "
                 "fix the list"
             )
-    if sorted(names) != list(range(len(names))):
-        absent = [label for label in range(len(names)) if label not in names][:5]
-        raise VidkdError(
-            f"{list_file}: labels must be 0..K-1 with every class listed ({len(names)} labels "
-            f"used, none is {absent}): fix the list"
-        )
     return [names[label] for label in range(len(names))]

@@ -37,8 +37,29 @@ def _csv_rows(path: Path, fix: str) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
-def _read_classes_file(classes_file: Path) -> list[str]:
-    """Class names from Kinetics' ``id,name`` CSV or a one-name-per-line text file."""
+def read_classes_file(classes_file: Path) -> list[str]:
+    """Class names, in label order, from ``data.classes_file``.
+
+    Kinetics' ``id,name`` CSV (sorted by id) or a text file with one name a line (MMAction2's
+    ``label_map`` files): line ``i`` names label ``i``. A name listed twice (compared
+    case-insensitively, as folders are matched) is a :class:`VidkdError`.
+    """
+    names = _class_names(classes_file)
+    seen: dict[str, str] = {}
+    for name in names:
+        if not name:
+            raise VidkdError(f"{classes_file}: a class name is empty: fix the file")
+        if name.lower() in seen:
+            raise VidkdError(
+                f"{classes_file}: class {name!r} is listed twice"
+                + (f" (as {seen[name.lower()]!r})" if seen[name.lower()] != name else "")
+                + ": fix the file"
+            )
+        seen[name.lower()] = name
+    return names
+
+
+def _class_names(classes_file: Path) -> list[str]:
     classes_file = Path(classes_file)
     lines = _read_lines(classes_file, "check data.classes_file")
     if not lines:
@@ -113,7 +134,7 @@ def kinetics_index(
         )
 
     if classes_file is not None:
-        classes = _read_classes_file(Path(classes_file))
+        classes = read_classes_file(Path(classes_file))
     else:
         classes = sorted({row["label"].strip() for row in labelled})
     lookup = {name: label for label, name in enumerate(classes)}
