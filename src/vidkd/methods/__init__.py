@@ -5,6 +5,7 @@ from __future__ import annotations
 from vidkd.methods.base import Method
 from vidkd.methods.baseline import Baseline
 from vidkd.methods.baseline_da import BaselineDA
+from vidkd.methods.frskd import FRSKD, frskd_loss
 from vidkd.methods.kd import KD, kd_loss
 from vidkd.methods.self_kd import SelfKD, self_kd_loss
 from vidkd.methods.skd_srl import SKDSRL, skd_srl_loss
@@ -15,7 +16,8 @@ METHODS: dict[str, type[Method]] = {
     "kd": KD,
     "self_kd": SelfKD,
     "skd_srl": SKDSRL,
+    "frskd": FRSKD,
 }
 
-__all__ = ["METHODS", "Method", "Baseline", "BaselineDA", "KD", "SelfKD", "SKDSRL",
-           "kd_loss", "self_kd_loss", "skd_srl_loss"]
+__all__ = ["METHODS", "Method", "Baseline", "BaselineDA", "KD", "SelfKD", "SKDSRL", "FRSKD",
+           "kd_loss", "self_kd_loss", "skd_srl_loss", "frskd_loss"]
