@@ -2,7 +2,7 @@
 
 Every method trains on the same random clips with the same student; the script prints
 videos per second and the ratio to baseline (SKD-SRL and the KD methods do more work per
-video: two views, or a teacher forward).
+video: two views, or a teacher forward; FRSKD a self-teacher over the four stage outputs).
 
     .venv/bin/python benchmarks/methods.py --depth 18 --width 0.25 --frames 8 --size 56
     python benchmarks/methods.py --device cuda --precision bf16 --width 1 --frames 16 --size 112
@@ -17,7 +17,7 @@ import torch
 
 from vidkd.data.augment import AugmentConfig, ClipAugment
 from vidkd.engine.evaluate import autocast
-from vidkd.methods import KD, SKDSRL, Baseline, BaselineDA, SelfKD
+from vidkd.methods import FRSKD, KD, SKDSRL, Baseline, BaselineDA, SelfKD
 from vidkd.models.resnet3d import resnet3d
 
 
@@ -53,6 +53,7 @@ def main() -> None:
         "kd": KD(student(), teacher, 10.0, 0.1, False),
         "self_kd": SelfKD(student(), 10.0, 0.1, False),
         "skd_srl": SKDSRL(student()),
+        "frskd": FRSKD(student(), tau=4.0, alpha=2.0),
     }
     augment = ClipAugment(AugmentConfig())
     results = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -35,7 +36,11 @@ DEFAULT_BETA = 100.0  # the authors' 2D value; configs set the value chosen for 
 
 
 def attention_map(features: Tensor) -> Tensor:
-    """a(F): channel-mean of F^2, flattened over T x H x W, L2-normalised per sample -> (N, THW)."""
+    """a(F): channel-mean of F^2, flattened over T x H x W, L2-normalised per sample -> (N, THW).
+
+    Computed in at least float32, so that squares of half-precision features cannot overflow.
+    """
+    features = features.to(torch.promote_types(features.dtype, torch.float32))
     return F.normalize(features.pow(2).mean(dim=1).flatten(1), dim=1)
 
 
