@@ -2,8 +2,9 @@
 
 Every method trains on the same random clips with the same student; the script prints
 videos per second and the ratio to baseline (SKD-SRL and the KD methods do more work per
-video: two views, or a teacher forward; generative_kd_teacher adds the attention module and
-CVAE, generative_kd the teacher forward, two CVAEs and a 1x1x1 adapter to the teacher's width).
+video: two views, or a teacher forward; FRSKD a self-teacher over the four stage outputs;
+generative_kd_teacher adds the attention module and CVAE, generative_kd the teacher forward,
+two CVAEs and a 1x1x1 adapter to the teacher's width).
 
     .venv/bin/python benchmarks/methods.py --depth 18 --width 0.25 --frames 8 --size 56
     python benchmarks/methods.py --device cuda --precision bf16 --width 1 --frames 16 --size 112
@@ -19,6 +20,7 @@ import torch
 from vidkd.data.augment import AugmentConfig, ClipAugment
 from vidkd.engine.evaluate import autocast
 from vidkd.methods import (
+    FRSKD,
     KD,
     SKDSRL,
     Baseline,
@@ -65,6 +67,7 @@ def main() -> None:
         "kd": KD(student(), teacher, 10.0, 0.1, False),
         "self_kd": SelfKD(student(), 10.0, 0.1, False),
         "skd_srl": SKDSRL(student()),
+        "frskd": FRSKD(student(), tau=4.0, alpha=2.0),
         "generative_kd_teacher": GenerativeKDTeacher(student()),
         "generative_kd": GenerativeKD(student(), phase_one_teacher),
     }

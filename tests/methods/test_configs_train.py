@@ -28,7 +28,7 @@ def test_every_method_trains_from_its_ucf101_mini_config(tmp_path, monkeypatch, 
     teacher = train(load_config(ROOT / "configs/ucf101-mini/teacher_r34.yaml",
                                 TINY + out + ["model.depth=18"]), progress=False)
     assert teacher["test"]["num_videos"] == 63  # split 1 test videos present in ucf101-mini
-    for method in ["baseline", "baseline_da", "kd", "self_kd", "skd_srl"]:
+    for method in ["baseline", "baseline_da", "kd", "self_kd", "skd_srl", "frskd"]:
         overrides = TINY + out
         if method == "kd":
             overrides.append(f"method.teacher.checkpoint={tmp_path}/ucf101-mini-teacher_r34/"
@@ -63,7 +63,7 @@ def test_every_method_trains_from_its_demo_config(tmp_path, synthetic_cache, mon
              "method.projector_dim=64", "method.predictor_hidden=16"]
     teacher = train(load_config(ROOT / "configs/demo/teacher.yaml", small), progress=False)
     assert teacher["method"] == "baseline"
-    for method in ["baseline", "baseline_da", "kd", "self_kd", "skd_srl"]:
+    for method in ["baseline", "baseline_da", "kd", "self_kd", "skd_srl", "frskd"]:
         config = load_config(ROOT / f"configs/demo/{method}.yaml", small + (
             [f"method.teacher.checkpoint={tmp_path}/demo-teacher/best_student.safetensors"]
             if method == "kd" else []))
@@ -120,7 +120,7 @@ def test_generative_kd_trains_from_its_demo_configs(tmp_path, synthetic_cache, m
 def test_demo_rows_share_data_schedule_and_seed():
     """The demo compares methods, so every row differs from demo-baseline only in its method."""
     base = load_config(ROOT / "configs/demo/baseline.yaml")
-    for method in ["baseline_da", "kd", "self_kd", "skd_srl", "generative_kd"]:
+    for method in ["baseline_da", "kd", "self_kd", "skd_srl", "frskd", "generative_kd"]:
         row = load_config(ROOT / f"configs/demo/{method}.yaml")
         assert (row.data, row.optim, row.train, row.model) == (
             base.data, base.optim, base.train, base.model), method

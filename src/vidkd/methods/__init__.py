@@ -5,6 +5,7 @@ from __future__ import annotations
 from vidkd.methods.base import Method
 from vidkd.methods.baseline import Baseline
 from vidkd.methods.baseline_da import BaselineDA
+from vidkd.methods.frskd import FRSKD, frskd_loss
 from vidkd.methods.generative_kd import (
     GenerativeKD,
     GenerativeKDTeacher,
@@ -22,10 +23,11 @@ METHODS: dict[str, type[Method]] = {
     "kd": KD,
     "self_kd": SelfKD,
     "skd_srl": SKDSRL,
+    "frskd": FRSKD,
     "generative_kd_teacher": GenerativeKDTeacher,
     "generative_kd": GenerativeKD,
 }
 
-__all__ = ["METHODS", "Method", "Baseline", "BaselineDA", "KD", "SelfKD", "SKDSRL",
+__all__ = ["METHODS", "Method", "Baseline", "BaselineDA", "KD", "SelfKD", "SKDSRL", "FRSKD",
            "GenerativeKDTeacher", "GenerativeKD", "kd_loss", "self_kd_loss", "skd_srl_loss",
-           "cvae_loss", "feature_representation_loss", "generative_kd_loss"]
+           "frskd_loss", "cvae_loss", "feature_representation_loss", "generative_kd_loss"]

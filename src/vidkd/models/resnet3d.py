@@ -171,6 +171,8 @@ class ResNet3D(nn.Module):
         self.layer4 = self._make_layer(block, widths[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool3d(1)
         self.feature_dim: int = widths[3] * block.expansion
+        #: channels c_1..c_4 of the four stage outputs (x4 for bottlenecks)
+        self.stage_channels: tuple[int, ...] = tuple(w * block.expansion for w in widths)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.feature_dim, num_classes)
 
@@ -196,10 +198,25 @@ class ResNet3D(nn.Module):
         stage += [block(self.in_planes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
 
-    def forward_map(self, x: Tensor) -> Tensor:
-        """Clips (N, C, T, H, W) -> last-stage feature map (N, feature_dim, T', H', W')."""
+    def forward_stages(self, x: Tensor) -> list[Tensor]:
+        """Clips (N, C, T, H, W) -> the four stage outputs F_1..F_4 (``layer1``..``layer4``).
+
+        For feature distillation (FRSKD); ``forward`` pools F_4, so one pass serves both.
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        stages = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            stages.append(x)
+        return stages
+
+    def pool_and_classify(self, last_stage: Tensor) -> Tensor:
+        """F_4 -> class logits: global average pool, dropout, ``fc`` (the tail of ``forward``)."""
+        return self.fc(self.dropout(torch.flatten(self.avgpool(last_stage), 1)))
+
+    def forward_map(self, x: Tensor) -> Tensor:
+        """Clips (N, C, T, H, W) -> last-stage feature map F_4 (N, feature_dim, T', H', W')."""
+        return self.forward_stages(x)[-1]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Clips (N, C, T, H, W) -> pooled representation r of shape (N, feature_dim)."""
