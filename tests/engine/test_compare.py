@@ -48,7 +48,9 @@ def test_parse_seeds():
     "config, teacher",
     [("configs/demo/kd.yaml", "configs/demo/teacher.yaml"),
      ("configs/ucf101-mini/kd.yaml", "configs/ucf101-mini/teacher_r34.yaml"),
-     ("configs/ucf101/r18_kd.yaml", "configs/ucf101/r50_baseline.yaml")],
+     ("configs/ucf101/r18_kd.yaml", "configs/ucf101/r50_baseline.yaml"),
+     ("configs/demo/generative_kd.yaml", "configs/demo/generative_kd_teacher.yaml"),
+     ("configs/ucf101/r18_generative_kd.yaml", "configs/ucf101/r50_generative_kd_teacher.yaml")],
 )
 def test_teacher_config_named_in_first_comment(config, teacher):
     found = compare.teacher_config_named(REPO / config)

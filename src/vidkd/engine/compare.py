@@ -80,11 +80,14 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-_TRAIN_FIRST = re.compile(r"train\s+`?([\w./-]+?)`?\s+first", re.IGNORECASE)
+_TRAIN_FIRST = re.compile(
+    r"train\s+`?([\w./-]+?)`?\s+first|teacher:\s*`?([\w./-]+\.ya?ml)`?", re.IGNORECASE
+)
 
 
 def teacher_config_named(config: Path) -> Path | None:
-    """The teacher config that ``config``'s leading comment names ("train X first"), if it exists.
+    """The teacher config that ``config``'s leading comment names ("train X first" or
+    "Teacher: X.yaml"), if it exists.
 
     ``X`` may be a path (``configs/demo/teacher.yaml``), a file name next to the config
     (``teacher_r34.yaml``) or a bare name (``r50_baseline``).
@@ -95,7 +98,7 @@ def teacher_config_named(config: Path) -> Path | None:
             break
         comment.append(line.lstrip("# "))
     for match in _TRAIN_FIRST.finditer(" ".join(comment)):
-        token = match.group(1).rstrip(".")
+        token = (match.group(1) or match.group(2)).rstrip(".")
         names = [token] if token.endswith((".yaml", ".yml")) else [token + ".yaml", token]
         for name in names:
             for candidate in (Path(name), config.parent / name, config.parent / Path(name).name):
