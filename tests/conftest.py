@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from torch import Tensor, nn
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -51,3 +53,28 @@ def tiny_config() -> Callable[..., dict[str, Any]]:
 @pytest.fixture(scope="session")
 def synthetic_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("vidkd-cache")
+
+
+def sgd_steps(method: nn.Module, clips: Tensor, labels: Tensor, steps: int = 1,
+              lr: float = 0.05) -> list[dict[str, float]]:
+    """``steps`` SGD steps on one fixed batch, as the engine does them; the loss terms seen."""
+    optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=lr,
+                                momentum=0.9)
+    method.train()
+    history = []
+    for _ in range(steps):
+        losses = method(clips, labels)
+        optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in losses.items()})
+    return history
+
+
+def tiny_demo_overrides(out_dir: Path, cache: Path) -> list[str]:
+    """``--set`` values that shrink a configs/demo row to a seconds-long CPU run."""
+    return [f"train.out_dir={out_dir}", f"data.synthetic.cache_dir={cache}",
+            "data.synthetic.num_classes=3", "data.synthetic.train_per_class=6",
+            "data.synthetic.test_per_class=2", "data.synthetic.size=32", "data.short_side=32",
+            "data.crop_size=32", "data.clip_len=4", "data.test_clips=2", "data.val_clips=1",
+            "data.num_workers=0", "train.epochs=1", "model.width_multiplier=0.125"]

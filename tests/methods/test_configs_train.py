@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_demo_overrides
 
 import vidkd.engine.train as engine
 from vidkd.config import load_config
@@ -55,34 +56,7 @@ def test_every_method_trains_from_its_ucf101_mini_config(tmp_path, monkeypatch, 
 def test_every_method_trains_from_its_demo_config(tmp_path, synthetic_cache, monkeypatch):
     """configs/demo/*.yaml as shipped, on a smaller draw of the same generated dataset."""
     monkeypatch.chdir(ROOT)
-    small = [f"train.out_dir={tmp_path}", f"data.synthetic.cache_dir={synthetic_cache}",
-             "data.synthetic.num_classes=3", "data.synthetic.train_per_class=6",
-             "data.synthetic.test_per_class=2", "data.synthetic.size=32", "data.short_side=32",
-             "data.crop_size=32", "data.clip_len=4", "data.test_clips=2", "data.val_clips=1",
-             "data.num_workers=0", "train.epochs=1", "model.width_multiplier=0.125",
-             "method.projector_dim=64", "method.predictor_hidden=16"]
-    teacher = train(load_config(ROOT / "configs/demo/teacher.yaml", small), progress=False)
-    assert teacher["method"] == "baseline"
-    for method in ["baseline", "baseline_da", "kd", "self_kd", "skd_srl", "frskd"]:
-        config = load_config(ROOT / f"configs/demo/{method}.yaml", small + (
-            [f"method.teacher.checkpoint={tmp_path}/demo-teacher/best_student.safetensors"]
-            if method == "kd" else []))
-        assert (config.train.seed, config.train.epochs) == (0, 1)  # same seed for every row
-        summary = train(config, progress=False)
-        assert summary["method"] == method and summary["test"]["num_videos"] == 6
-        assert (tmp_path / f"demo-{method}" / "student.safetensors").is_file()
-
-
-@pytest.mark.timeout(600)
-def test_generative_kd_trains_from_its_demo_configs(tmp_path, synthetic_cache, monkeypatch):
-    """Phase 1 then phase 2 from configs/demo, shrunk; the phase-1 file evaluates like any
-    student and the phase-2 file rebuilds the trained student exactly."""
-    monkeypatch.chdir(ROOT)
-    small = [f"train.out_dir={tmp_path}", f"data.synthetic.cache_dir={synthetic_cache}",
-             "data.synthetic.num_classes=3", "data.synthetic.train_per_class=6",
-             "data.synthetic.test_per_class=2", "data.synthetic.size=32", "data.short_side=32",
-             "data.crop_size=32", "data.clip_len=4", "data.test_clips=2", "data.val_clips=1",
-             "data.num_workers=0", "train.epochs=1", "model.width_multiplier=0.125"]
+    small = tiny_demo_overrides(tmp_path, synthetic_cache)
     built: list[Method] = []
     real_build = engine.build_method
 

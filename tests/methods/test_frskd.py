@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_demo_overrides
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -383,11 +384,7 @@ def test_engine_run_ships_a_student_equal_to_method_student(tmp_path, synthetic_
     """configs/demo/frskd.yaml shrunk to tiny sizes, through ``train``: the shipped file holds
     the classifier only, loads with ``load_student`` and equals the trained ``method.student``."""
     monkeypatch.chdir(ROOT)
-    small = [f"train.out_dir={tmp_path}", f"data.synthetic.cache_dir={synthetic_cache}",
-             "data.synthetic.num_classes=3", "data.synthetic.train_per_class=6",
-             "data.synthetic.test_per_class=2", "data.synthetic.size=32", "data.short_side=32",
-             "data.crop_size=32", "data.clip_len=4", "data.test_clips=2", "data.val_clips=1",
-             "data.num_workers=0", "train.epochs=1", "model.width_multiplier=0.125"]
+    small = tiny_demo_overrides(tmp_path, synthetic_cache)
     cfg = load_config(ROOT / "configs/demo/frskd.yaml", small)
     summary = train(cfg, progress=False)
     assert summary["method"] == "frskd" and summary["test"]["num_videos"] == 6

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import sgd_steps
 from safetensors import safe_open
 from torch import Tensor, nn
 
@@ -242,20 +243,6 @@ def fixed_batch(videos: int, seed: int = 0) -> tuple[Tensor, Tensor]:
 
 def trainable(method: nn.Module) -> list[nn.Parameter]:
     return [p for p in method.parameters() if p.requires_grad]
-
-
-def sgd_steps(method: nn.Module, clips: Tensor, labels: Tensor, steps: int,
-              lr: float = 0.05) -> list[dict[str, float]]:
-    optimizer = torch.optim.SGD(trainable(method), lr=lr, momentum=0.9)
-    method.train()
-    history = []
-    for _ in range(steps):
-        losses = method(clips, labels)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        history.append({k: float(v.detach()) for k, v in losses.items()})
-    return history
 
 
 def test_both_phases_are_registered_methods() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import sgd_steps
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
@@ -52,21 +53,6 @@ def fixed_batch(videos: int, views: int, seed: int = 0) -> tuple[Tensor, Tensor]
 
 def trainable(method: nn.Module) -> list[nn.Parameter]:
     return [p for p in method.parameters() if p.requires_grad]
-
-
-def sgd_steps(method: nn.Module, clips: Tensor, labels: Tensor, steps: int = 1,
-              lr: float = 0.05) -> list[dict[str, float]]:
-    """``steps`` SGD steps on one fixed batch, as the engine does them; the loss terms seen."""
-    optimizer = torch.optim.SGD(trainable(method), lr=lr, momentum=0.9)
-    method.train()
-    history = []
-    for _ in range(steps):
-        losses = method(clips, labels)
-        optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        optimizer.step()
-        history.append({k: float(v.detach()) for k, v in losses.items()})
-    return history
 
 
 @pytest.fixture
