@@ -151,7 +151,8 @@ FIXED = ("name", "model.", "data.dataset", "data.root", "data.annotations",
          "method.teacher.")
 #: bookkeeping, budget or evaluation only: allowed, recorded in the run's history
 FREE = ("train.epochs", "train.log_every", "train.threads", "train.keep_checkpoints",
-        "train.checkpoint_every_steps", "train.device", "train.out_dir", "data.num_workers",
+        "train.checkpoint_every_steps", "train.device", "train.out_dir", "train.compile",
+        "data.num_workers",
         "data.max_failed_fraction", "data.test_clips", "eval.", "paper.")
 
 
