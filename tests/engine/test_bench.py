@@ -65,7 +65,7 @@ def test_bench_without_dataset_skips_the_loader(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(hardware, "cpu_bf16_step_problem", lambda depth, width: problem)
     out = tmp_path / "bench.json"
     assert main(["bench", "configs/ucf101/r18_skd_srl.yaml", "--steps", "1", "--warmup", "0",
-                 "--size", "16", "--frames", "2", "--batch", "1", "--methods", "baseline,skd_srl",
+                 "--size", "16", "--frames", "2", "--batch", "2", "--methods", "baseline,skd_srl",
                  "--set", "model.width_multiplier=0.125", "train.threads=1",
                  "data.root=/nonexistent/UCF-101", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
