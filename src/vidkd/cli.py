@@ -8,6 +8,7 @@
     vidkd export CHECKPOINT --format onnx|torchscript --out FILE [--video V]
     vidkd prepare SRC DST --short-side 128 [--workers N]
     vidkd check DATASET | --config C [--report vidkd-check.tsv] [--skip-list PATH]
+    vidkd bench CONFIG [--steps N] [--json FILE] [--size S --frames T --batch B]
 
 User errors (missing files, bad keys, empty datasets, unwritable outputs) print one line
 naming the thing and the fix, and exit with status 2; they never show a traceback.
@@ -272,6 +273,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from vidkd.config import load_config
+    from vidkd.engine.bench import format_report, run_bench
+
+    if args.config_path and args.config:
+        raise VidkdError("vidkd bench takes CONFIG or --config, not both")
+    overrides = list(args.overrides)
+    if args.size is not None:
+        overrides += [f"data.crop_size={args.size}", f"data.short_side={args.size}"]
+    if args.frames is not None:
+        overrides.append(f"data.clip_len={args.frames}")
+    if args.batch is not None:
+        overrides.append(f"train.batch_size={args.batch}")
+    cfg = load_config(args.config_path or args.config, overrides)
+    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
+    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    report = run_bench(cfg, steps=args.steps, warmup=args.warmup, precisions=precisions,
+                       loader_batches=args.loader_batches, methods=methods)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"written: {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidkd",
@@ -354,6 +380,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", "-j", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="clips/s, cost vs baseline, fraction of matmul peak, loader "
+                                     "rate and schedule time on this device")
+    p.add_argument("config_path", nargs="?", metavar="CONFIG", help="experiment YAML")
+    _add_config_args(p, required=False)
+    p.add_argument("--steps", type=int, default=3, help="timed steps per method and precision")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--precisions", default="fp32,bf16", help="comma-separated (default: %(default)s)")
+    p.add_argument("--methods", help="comma-separated subset of methods (default: all that run)")
+    p.add_argument("--size", type=int, help="crop size (and short side) instead of the config's")
+    p.add_argument("--frames", type=int, help="clip length instead of the config's")
+    p.add_argument("--batch", type=int, help="videos per step instead of the config's")
+    p.add_argument("--loader-batches", type=int, default=2, help="batches decoded for the loader rate")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

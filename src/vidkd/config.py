@@ -175,6 +175,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch default
     checkpoint_every_steps: int = 0  # also checkpoint every N training steps; 0 = per epoch only
     accumulate_steps: int = 1  # batches whose gradients add up to one optimiser step
+    compile: bool = False  # torch.compile the method's training step and the augmentation pass
 
 
 @dataclass(frozen=True)

@@ -316,3 +316,81 @@ def test_describe_labels_the_operator_set():
                          channel_split=False).describe() == "none"
     assert AugmentConfig(blur=False, p=0.3).describe() == (
         "flip+contrast+brightness+hue+channel_split (p=0.3)")
+
+
+# ---- the fused pass equals the kornia reference, clip by clip ----------------------------
+
+FUSED_CASES = [*(op for op in OPERATORS), "all"]
+
+
+def _reference_and_fused(
+    op: str, seed: int, compiled: bool = False, channels_last: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    aug = ClipAugment(AugmentConfig(p=0.5, invert=True, noise=True), compiled=compiled)
+    clips = _clips(n=8, t=3, h=11, w=13, seed=seed)
+    clips[0, :, 0] = 1.0  # saturated, grey and black pixels exercise the HSV edge cases
+    clips[1, :, :, 0] = 0.25
+    clips[2, :, 1] = -1.0
+    if channels_last:
+        clips = clips.contiguous(memory_format=torch.channels_last_3d)
+    drawn = aug.sample_params(clips.shape[0], "cpu", _gen(seed + 100))  # the same draws
+    params = drawn if op == "all" else {key: drawn[key] for key in (op, *OPERATORS[op])}
+    return aug.apply(clips, params, reference=True), aug.apply(clips, params), params
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("op", FUSED_CASES)
+def test_fused_equals_reference_clip_by_clip(op: str, seed: int) -> None:
+    reference, fused, params = _reference_and_fused(op, seed, channels_last=seed == 1)
+    assert fused.shape == reference.shape and fused.dtype == reference.dtype
+    for i in range(reference.shape[0]):
+        torch.testing.assert_close(fused[i], reference[i], rtol=0, atol=1e-5, msg=f"{op} clip {i}")
+    masks = [params[key] for key in params if key in OPERATORS]
+    fired = torch.stack(masks).any(0)
+    assert fired.any()
+    unchanged = ~fired
+    assert torch.equal(fused[unchanged], reference[unchanged])  # clips that no operator hits
+
+
+def test_fused_hue_matches_kornia_on_every_hue_and_shift() -> None:
+    """All six hue sextants, grey, black and white, shifts across the whole allowed range."""
+    values = torch.linspace(-1, 1, 9)
+    grid = torch.cartesian_prod(values, values, values).T  # (3, 729) colours
+    clips = grid.reshape(1, 3, 1, 27, 27).expand(7, -1, -1, -1, -1).contiguous()
+    shifts = torch.tensor([-0.5, -0.25, -0.1, 0.0, 0.05, 1 / 3, 0.5])
+    aug = ClipAugment()
+    params = _fires(7, hue_shift=shifts)
+    torch.testing.assert_close(aug.apply(clips, params), aug.apply(clips, params, reference=True),
+                               rtol=0, atol=1e-5)
+
+
+def test_fused_keeps_memory_format_and_input() -> None:
+    aug = ClipAugment(ALWAYS)
+    clips = _clips(n=3).contiguous(memory_format=torch.channels_last_3d)
+    before = clips.clone()
+    out = aug(clips, _gen(0))
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(clips, before)
+
+
+def test_compiled_fused_equals_reference() -> None:
+    """``torch.compile``d pass (or its eager fallback where compiling fails) = reference."""
+    reference, fused, _ = _reference_and_fused("all", seed=5, compiled=True, channels_last=True)
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch, caplog) -> None:
+    import vidkd.data.augment as augment_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    monkeypatch.setattr(augment_module, "_compiled_pass", broken)
+    monkeypatch.setattr(augment_module, "_compile_failed", False)
+    aug = ClipAugment(ALWAYS, compiled=True)
+    clips = _clips(n=2)
+    params = aug.sample_params(2, "cpu", _gen(0))
+    with caplog.at_level("WARNING", logger="vidkd"):
+        out = aug.apply(clips, params)
+    torch.testing.assert_close(out, aug.apply(clips, params, reference=True), rtol=0, atol=1e-5)
+    assert "running it eagerly" in caplog.text and augment_module._compile_failed

@@ -407,3 +407,18 @@ def test_damaged_student_file_is_one_line(tmp_path, damage, message):
     with pytest.raises(VidkdError, match=message) as error:
         load_student(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_fields_an_older_run_lacks_are_no_change_at_their_default():
+    from vidkd.config import ExperimentConfig, config_to_dict
+    from vidkd.engine.rundir import resume_changes
+
+    defaults = config_to_dict(ExperimentConfig())
+    stored = config_to_dict(ExperimentConfig())
+    del stored["train"]["accumulate_steps"]  # written before the field existed
+    del stored["optim"]["schedule"]
+    stored["data"]["backend"] = "video"  # a field since removed
+    assert resume_changes(stored, config_to_dict(ExperimentConfig()), False, defaults) == {}
+    changed = config_from_dict({"train": {"accumulate_steps": 2}})
+    with pytest.raises(VidkdError, match=r"train.accumulate_steps: None -> 2"):
+        resume_changes(stored, config_to_dict(changed), False, defaults)

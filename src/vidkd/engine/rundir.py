@@ -151,9 +151,9 @@ FIXED = ("name", "model.", "data.dataset", "data.root", "data.annotations",
          "method.teacher.")
 #: bookkeeping, budget or evaluation only: allowed, recorded in the run's history
 FREE = ("train.epochs", "train.log_every", "train.threads", "train.keep_checkpoints",
-        "train.checkpoint_every_steps", "train.device", "train.out_dir", "data.num_workers",
-        "data.max_failed_fraction", "data.test_clips", "data.cache", "data.cache_budget_mb",
-        "eval.", "paper.")
+        "train.checkpoint_every_steps", "train.device", "train.out_dir", "train.compile",
+        "data.num_workers", "data.max_failed_fraction", "data.test_clips", "data.cache",
+        "data.cache_budget_mb", "eval.", "paper.")
 
 
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -170,16 +170,24 @@ def _matches(field: str, patterns: tuple[str, ...]) -> bool:
     return any(field == p or (p.endswith(".") and field.startswith(p)) for p in patterns)
 
 
-def resume_changes(stored: dict[str, Any], new: dict[str, Any], force: bool) -> dict[str, list[Any]]:
+def resume_changes(
+    stored: dict[str, Any], new: dict[str, Any], force: bool,
+    defaults: dict[str, Any] | None = None,
+) -> dict[str, list[Any]]:
     """The fields that differ, as ``{field: [stored, new]}``, once they are allowed.
+
+    A field the stored config lacks (a run from an older vidkd) is no change when the new
+    config holds its default (``defaults``, the config's own defaults); nor is a field
+    this vidkd no longer has (``data.backend``).
 
     Fields of :data:`FIXED` are refused always; fields outside :data:`FREE` (the optimiser,
     the seed, the loss weights, the augmentation, the batch size, precision...) are refused
     unless ``force``. Each refusal names every differing field.
     """
-    old, now = _flatten(stored), _flatten(new)
+    old, now, default = _flatten(stored), _flatten(new), _flatten(defaults or {})
     changed = {k: [old.get(k), now.get(k)] for k in sorted(old.keys() | now.keys())
-               if old.get(k) != now.get(k)}
+               if k in now and old.get(k) != now[k]  # a field this vidkd removed: no change
+               and not (k not in old and k in default and now[k] == default[k])}
     fixed = [k for k in changed if _matches(k, FIXED)]
     if fixed:
         raise VidkdError(

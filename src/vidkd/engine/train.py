@@ -50,6 +50,7 @@ from vidkd.engine.checkpoint import (
     set_rng_state,
 )
 from vidkd.engine.evaluate import EvalResult, autocast, evaluate
+from vidkd.engine.hardware import bf16_warning, compile_module
 from vidkd.engine.rundir import (
     MARKER,
     RunLock,
@@ -306,6 +307,8 @@ def train(
         cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))
     )
     dist_info = distributed.init_distributed(device)
+    if cfg.train.precision == "bf16" and dist_info.is_main and bf16_warning(device):
+        log.warning(bf16_warning(device))
     if cfg.model.sync_bn and dist_info.enabled and device.type == "cpu":
         raise VidkdError(
             "model.sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU; drop "
@@ -358,7 +361,9 @@ def _train(
                 )
             changes: dict[str, list[Any]] = {}
         else:
-            changes = resume_changes(stored, config_to_dict(cfg), force)
+            changes = resume_changes(
+                stored, config_to_dict(cfg), force, defaults=config_to_dict(ExperimentConfig())
+            )
         if is_main:
             _history(run_dir, {"event": "resume", "checkpoint": checkpoint.name,
                                "changed": changes, "forced": force and bool(changes)})
@@ -388,7 +393,7 @@ def _train(
         cfg, splits, method.num_views, dist_info, device.type == "cuda", progress and dist_info.is_main
     )
     train_sampler: SkipSampler = loaders.train.sampler  # type: ignore[assignment]
-    augment = ClipAugment(augment_config(cfg, method))
+    augment = ClipAugment(augment_config(cfg, method), compiled=cfg.train.compile)
     augment_rng = torch.Generator(device=device).manual_seed(cfg.train.seed * 7919 + dist_info.rank)
 
     trainable = [p for p in method.parameters() if p.requires_grad]
@@ -403,6 +408,8 @@ def _train(
         model = DistributedDataParallel(
             method, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if cfg.train.compile:  # the training step only: checkpoints and evaluation use `method`
+        model = compile_module(model, device)
 
     start_epoch, best_val, best_epoch = 0, -1.0, -1
     failed_seen: dict[str, str] = {}  # path -> "<path>: <reason>", train + val + test

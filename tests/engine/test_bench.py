@@ -1,0 +1,76 @@
+"""``vidkd bench`` on a tiny config: every JSON field, with sane values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from vidkd.cli import main
+from vidkd.engine import hardware
+from vidkd.methods import METHODS
+
+
+@pytest.mark.timeout(600)
+def test_bench_writes_every_field(tmp_path, tiny_config, monkeypatch, capsys):
+    monkeypatch.setattr(hardware, "cpu_bf16_step_problem", lambda depth, width: None)
+    # bf16 runs for real here: without oneDNN, whose bf16 stem gradient crashes on some CPUs
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench",
+                         method={"name": "skd_srl", "projector_dim": 32, "predictor_hidden": 8})
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(values))
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(config), "--steps", "1", "--warmup", "0", "--size", "24",
+                 "--frames", "4", "--batch", "2", "--loader-batches", "1",
+                 "--set", "train.threads=1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    runnable = [name for name, cls in METHODS.items() if not cls.needs_teacher]
+    assert list(report["methods"]) == runnable
+    assert set(report["skipped_methods"]) == set(METHODS) - set(runnable)
+    assert report["clip"] == [4, 24, 24] and report["batch_videos"] == 2
+    assert report["precisions"] == ["fp32", "bf16"] and isinstance(report["native_bf16"], bool)
+    assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
+    for name, entry in report["methods"].items():
+        assert entry["gflop_per_step"] > 0 and entry["bf16_speedup"] > 0
+        for precision in ("fp32", "bf16"):
+            e = entry[precision]
+            assert e["step_s"] > 0 and e["clips_per_s"] > 0 and e["gflops"] > 0
+            # oneDNN is off in this test, which makes the bf16 matmul peak meaningless
+            assert 0 < e["fraction_of_peak"] and (precision == "bf16" or e["fraction_of_peak"] < 1.5), name
+            assert e["cost_vs_baseline"] > 0 and e["cost_vs_baseline_da"] > 0
+            assert e["clips_per_s"] == pytest.approx(e["videos_per_s"] * entry["num_views"])
+    assert report["methods"]["baseline"]["fp32"]["cost_vs_baseline"] == 1.0
+    assert report["methods"]["baseline_da"]["fp32"]["cost_vs_baseline_da"] == 1.0
+    skd = report["methods"]["skd_srl"]
+    assert skd["num_views"] == 2
+    assert skd["gflop_per_step"] > 1.5 * report["methods"]["baseline"]["gflop_per_step"]
+    loader = report["loader"]  # the tiny generated dataset is on disk: measured
+    assert loader["skipped"] is False and loader["clips_per_s_per_worker"] > 0
+    assert loader["workers_needed"] >= 1 and loader["train_videos"] > 0
+    projection = report["projection"]
+    assert projection["method"] == "skd_srl" and projection["epochs"] == 2
+    expected = 2 * loader["train_videos"] / skd["fp32"]["videos_per_s"]
+    assert projection["seconds"] == pytest.approx(expected)
+    assert "baseline_da" in printed and "projected schedule" in printed
+
+
+@pytest.mark.timeout(600)
+def test_bench_without_dataset_skips_the_loader(tmp_path, monkeypatch, capsys):
+    """The shipped UCF101 config, its videos absent, shrunk: step figures, loader skipped."""
+    problem = "one bf16 training step of this network crashed (test)"
+    monkeypatch.setattr(hardware, "cpu_bf16_step_problem", lambda depth, width: problem)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "configs/ucf101/r18_skd_srl.yaml", "--steps", "1", "--warmup", "0",
+                 "--size", "16", "--frames", "2", "--batch", "2", "--methods", "baseline,skd_srl",
+                 "--set", "model.width_multiplier=0.125", "train.threads=1",
+                 "data.root=/nonexistent/UCF-101", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["loader"]["skipped"] and "loader" in capsys.readouterr().out
+    assert report["precisions"] == ["fp32"] and problem in report["notes"][0]  # bf16 dropped
+    assert report["methods"]["skd_srl"]["fp32"]["cost_vs_baseline_da"] is None
+    assert report["projection"]["train_videos"] == round(9537 * 0.9)
+    assert report["projection"]["hours"] > 0
