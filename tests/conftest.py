@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,3 +81,23 @@ def tiny_demo_overrides(out_dir: Path, cache: Path) -> list[str]:
             "data.synthetic.test_per_class=2", "data.synthetic.size=32", "data.short_side=32",
             "data.crop_size=32", "data.clip_len=4", "data.test_clips=2", "data.val_clips=1",
             "data.num_workers=0", "train.epochs=1", "model.width_multiplier=0.125"]
+
+
+def torchrun_train(config: Path, processes: int, timeout: int) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node N -m vidkd.cli train -c CONFIG -q``, 1 thread each."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", str(processes), "-m", "vidkd.cli",
+         "train", "-c", str(config), "-q"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout,
+    )
+
+
+def set_single_process_group_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment torchrun gives one process (rank 0 of 1, a free local port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import set_single_process_group_env
 from safetensors.torch import load_file
 from torch import nn
 
@@ -51,16 +52,10 @@ def test_checkpoint_interval_must_fit_the_accumulation(tmp_path, synthetic_cache
 
 def test_sync_bn_on_cpu_processes_is_one_line(tmp_path, synthetic_cache, tiny_config, monkeypatch):
     """SyncBatchNorm has no CPU kernel: under torchrun on CPU, say so before anything runs."""
-    import socket
 
     from vidkd.engine import distributed
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        monkeypatch.setenv(key, value)
+    set_single_process_group_env(monkeypatch)
     values = tiny_config(synthetic_cache, tmp_path)
     values["model"]["sync_bn"] = True
     values["train"]["device"] = "cpu"

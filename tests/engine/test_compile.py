@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from conftest import torchrun_train
 from safetensors.torch import load_file
 
 from vidkd.config import config_from_dict
@@ -126,13 +124,7 @@ def test_compiled_ddp_two_processes(tmp_path, tiny_config):
                          train={"epochs": 1, "compile": True})
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(values))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "vidkd.cli",
-         "train", "-c", str(config), "-q"],
-        capture_output=True, text=True, env=env, timeout=880,
-    )
+    result = torchrun_train(config, 2, timeout=880)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "ddp"
     assert json.loads((run / "results.json").read_text())["test"]["num_videos"] == 6

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import set_single_process_group_env, torchrun_train
 from safetensors.torch import load_file
 
 
@@ -19,13 +16,7 @@ def test_torchrun_two_processes(tmp_path, tiny_config):
                          method={"name": "skd_srl", "projector_dim": 32, "predictor_hidden": 8})
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(values))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = Path(sys.executable).with_name("torchrun")
-    result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "vidkd.cli",
-         "train", "-c", str(config), "-q"],
-        capture_output=True, text=True, env=env, timeout=280,
-    )
+    result = torchrun_train(config, 2, timeout=280)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "runs" / "ddp"
     from vidkd.config import load_config
@@ -44,7 +35,6 @@ def test_torchrun_two_processes(tmp_path, tiny_config):
 
 def test_single_process_under_torchrun_joins_the_group(monkeypatch):
     """``torchrun --nproc-per-node 1`` runs the DDP path too (how a user checks NCCL on one GPU)."""
-    import socket
 
     import torch
     import torch.distributed as dist
@@ -52,12 +42,7 @@ def test_single_process_under_torchrun_joins_the_group(monkeypatch):
     from vidkd.engine import distributed
 
     assert not distributed.init_distributed(torch.device("cpu")).enabled  # plain process
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        monkeypatch.setenv(key, value)
+    set_single_process_group_env(monkeypatch)
     try:
         info = distributed.init_distributed(torch.device("cpu"))
         assert info.enabled and info.world_size == 1 and info.is_main
