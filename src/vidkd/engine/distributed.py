@@ -89,5 +89,11 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group once every process has reached this point.
+
+    The barrier matters: a Gloo process that tears its group down while a peer is still
+    working can abort ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

@@ -316,7 +316,9 @@ def train(
         )
     ensure_writable(run_dir)
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
-        return _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force)
+        summary = _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force)
+    distributed.cleanup()  # only on success: after an error a peer may never reach a barrier
+    return summary
 
 
 def _train(
