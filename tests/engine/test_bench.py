@@ -15,7 +15,7 @@ from vidkd.methods import METHODS
 
 @pytest.mark.timeout(600)
 def test_bench_writes_every_field(tmp_path, tiny_config, monkeypatch, capsys):
-    monkeypatch.setattr(hardware, "cpu_bf16_step_problem", lambda depth, width: None)
+    monkeypatch.setattr(hardware, "cpu_bf16_step_problem", lambda *shape: None)
     # bf16 runs for real here: without oneDNN, whose bf16 stem gradient crashes on some CPUs
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
     values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench",
@@ -62,7 +62,7 @@ def test_bench_writes_every_field(tmp_path, tiny_config, monkeypatch, capsys):
 def test_bench_without_dataset_skips_the_loader(tmp_path, monkeypatch, capsys):
     """The shipped UCF101 config, its videos absent, shrunk: step figures, loader skipped."""
     problem = "one bf16 training step of this network crashed (test)"
-    monkeypatch.setattr(hardware, "cpu_bf16_step_problem", lambda depth, width: problem)
+    monkeypatch.setattr(hardware, "cpu_bf16_step_problem", lambda *shape: problem)
     out = tmp_path / "bench.json"
     assert main(["bench", "configs/ucf101/r18_skd_srl.yaml", "--steps", "1", "--warmup", "0",
                  "--size", "16", "--frames", "2", "--batch", "2", "--methods", "baseline,skd_srl",

@@ -80,8 +80,9 @@ def test_compile_without_a_compiler_is_one_clear_error(tmp_path, synthetic_cache
 def test_bf16_on_a_cpu_without_native_bf16_warns_before_training(
     tmp_path, synthetic_cache, tiny_config, monkeypatch, caplog
 ):
-    """The warning comes before any work. The run is stopped right after it: a bf16 training
-    step crashes inside oneDNN on some CPUs with native bf16 (torch 2.13), like this one."""
+    """The warning comes before any work. The run is stopped right after it, and the bf16
+    probe is off: the tiny clips here (4 frames) crash oneDNN's bf16 stem gradient on some
+    CPUs with native bf16 (torch 2.13), like this one; that refusal is tested below."""
     import vidkd.engine.train as train_module
 
     class Stop(Exception):
@@ -91,6 +92,7 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_before_training(
         raise Stop
 
     monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: False)
+    monkeypatch.setattr(train_module, "cpu_bf16_step_problem", lambda *shape: None)
     monkeypatch.setattr(train_module, "_train", stop)
     cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={
         "epochs": 1, "precision": "bf16"}))
@@ -98,6 +100,41 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_before_training(
         train(cfg, progress=False)
     messages = [record.getMessage() for record in caplog.records]
     assert sum("without AVX512-BF16 or AMX" in m for m in messages) == 1
+
+
+def test_bf16_that_crashes_on_this_cpu_is_refused_before_anything_is_written(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch
+):
+    import vidkd.engine.train as train_module
+
+    shapes = []
+
+    def crashes(*shape):
+        shapes.append(shape)
+        return "one bf16 training step of this network on 4x32x32 clips crashed (test)"
+
+    monkeypatch.setattr(train_module, "cpu_bf16_step_problem", crashes)
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={
+        "epochs": 1, "precision": "bf16"}))
+    with pytest.raises(VidkdError, match="crashed.*train.precision=fp32"):
+        train(cfg, progress=False)
+    d, m = cfg.data, cfg.model
+    assert shapes == [(m.depth, m.width_multiplier, d.clip_len, d.crop_size)]  # the config's own
+    assert not (Path(cfg.train.out_dir) / cfg.name).exists()
+
+
+@pytest.mark.timeout(120)
+def test_bf16_probe_passes_a_shape_that_trains():
+    """A real child process: an 8-frame clip trains in bf16 on every CPU (native or emulated);
+    a probe script that breaks would report every shape as crashed."""
+    assert hardware.cpu_bf16_step_problem(10, 0.125, 8, 32) is None
+
+
+def test_bf16_probe_reports_a_crash_and_a_hang_without_dying(monkeypatch):
+    monkeypatch.setattr(hardware, "_BF16_PROBE", "import os; os.abort()")
+    assert "8x32x32 clips crashed" in hardware.cpu_bf16_step_problem(10, 0.125, 8, 32)
+    monkeypatch.setattr(hardware, "_BF16_PROBE", "import time; time.sleep(60)")
+    assert "hung for 2s" in hardware.cpu_bf16_step_problem(10, 0.125, 8, 32, timeout=2)
 
 
 def test_no_bf16_warning_with_native_bf16_or_fp32(monkeypatch):

@@ -196,7 +196,8 @@ def run_bench(
     num_classes, known_videos, videos_source = _num_classes_and_videos(cfg)
     notes: list[str] = []
     if device.type == "cpu" and "bf16" in precisions:
-        problem = hardware.cpu_bf16_step_problem(m.depth, m.width_multiplier)
+        problem = hardware.cpu_bf16_step_problem(m.depth, m.width_multiplier, d.clip_len,
+                                                   d.crop_size)
         if problem:
             precisions = tuple(p for p in precisions if p != "bf16")
             notes.append(f"bf16 not measured: {problem}")

@@ -83,9 +83,9 @@ def compile_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
 _BF16_PROBE = """
 import sys, torch
 from vidkd.models.resnet3d import resnet3d
-depth, width = int(sys.argv[1]), float(sys.argv[2])
+depth, width, frames, size = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 student = resnet3d(depth, 4, width_multiplier=width).to(memory_format=torch.channels_last_3d)
-clips = torch.rand(2, 3, 4, 32, 32).contiguous(memory_format=torch.channels_last_3d)
+clips = torch.rand(2, 3, frames, size, size).contiguous(memory_format=torch.channels_last_3d)
 with torch.autocast("cpu", dtype=torch.bfloat16):
     logits = student(clips)
 logits.float().sum().backward()
@@ -93,12 +93,15 @@ print("ok")
 """
 
 
-def cpu_bf16_step_problem(depth: int, width: float, timeout: float = 60.0) -> str | None:
-    """Why a bf16 training step of this 3D ResNet fails on this CPU, or None.
+def cpu_bf16_step_problem(
+    depth: int, width: float, frames: int, size: int, timeout: float = 120.0
+) -> str | None:
+    """Why a bf16 training step of this 3D ResNet on this clip shape fails on this CPU, or None.
 
-    With torch 2.13 on an AVX512-BF16 CPU, the bf16 weight gradient of the 3-channel
-    7x7x7 stem crashed (heap corruption) or hung inside oneDNN; a child process tries one
-    step on a tiny clip, so that a crash or hang does not take the caller down.
+    With torch 2.13 on an AVX512-BF16 CPU (AMD EPYC), the bf16 weight gradient of the
+    7x7x7 stem corrupts the heap or hangs inside oneDNN on 4-frame clips (5, 8 and 16
+    frames train fine). A child process tries one step of two clips of the real shape, so
+    that a crash or hang does not take the caller down.
     """
     import os
     import subprocess
@@ -107,14 +110,17 @@ def cpu_bf16_step_problem(depth: int, width: float, timeout: float = 60.0) -> st
     source = str(Path(__file__).resolve().parents[2])  # the `src` folder holding vidkd
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (source, os.environ.get("PYTHONPATH")) if p)}
+    shape = f"{frames}x{size}x{size} clips"
     try:
-        result = subprocess.run([sys.executable, "-c", _BF16_PROBE, str(depth), str(width)],
-                                capture_output=True, text=True, timeout=timeout, env=env)
+        result = subprocess.run(
+            [sys.executable, "-c", _BF16_PROBE, str(depth), str(width), str(frames), str(size)],
+            capture_output=True, text=True, timeout=timeout, env=env,
+        )
     except subprocess.TimeoutExpired:
-        return (f"one bf16 training step of this network hung for {timeout:.0f}s (oneDNN, torch "
-                f"{torch.__version__}, this CPU)")
+        return (f"one bf16 training step of this network on {shape} hung for {timeout:.0f}s "
+                f"(oneDNN, torch {torch.__version__}, this CPU)")
     if result.returncode != 0 or "ok" not in result.stdout:
         last = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        return (f"one bf16 training step of this network crashed ({last[:120]}; torch "
-                f"{torch.__version__}, this CPU)")
+        return (f"one bf16 training step of this network on {shape} crashed ({last[:120]}; "
+                f"torch {torch.__version__}, this CPU)")
     return None

@@ -50,7 +50,7 @@ from vidkd.engine.checkpoint import (
     set_rng_state,
 )
 from vidkd.engine.evaluate import EvalResult, autocast, evaluate
-from vidkd.engine.hardware import bf16_warning, compile_module
+from vidkd.engine.hardware import bf16_warning, compile_module, cpu_bf16_step_problem
 from vidkd.engine.rundir import (
     MARKER,
     RunLock,
@@ -309,6 +309,12 @@ def train(
     dist_info = distributed.init_distributed(device)
     if cfg.train.precision == "bf16" and dist_info.is_main and bf16_warning(device):
         log.warning(bf16_warning(device))
+    if cfg.train.precision == "bf16" and device.type == "cpu":  # every rank would crash alike
+        problem = cpu_bf16_step_problem(cfg.model.depth, cfg.model.width_multiplier,
+                                        cfg.data.clip_len, cfg.data.crop_size)
+        if problem:
+            raise VidkdError(f"train.precision=bf16 cannot train here: {problem}; use "
+                             "--set train.precision=fp32")
     if cfg.model.sync_bn and dist_info.enabled and device.type == "cpu":
         raise VidkdError(
             "model.sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU; drop "
