@@ -2,8 +2,11 @@
 # The CUDA path on one GPU, in one go (about 5 minutes on an H200):
 #   1. the CUDA tests (augmentation on the GPU, AMP bf16/fp16 training, GPU eval);
 #   2. the demo's SKD-SRL run on the GPU in bf16, then resumed for one more epoch;
-#   3. the same run under torchrun (DDP over NCCL, one process per GPU);
-#   4. training-step throughput of every method at the paper's input size, fp32 and bf16.
+#   3. the same run under torchrun (DDP over NCCL): 1 process, then one per GPU when there
+#      are several;
+#   4. `vidkd bench` of the paper's SKD-SRL config on the GPU (clips/s, fraction of the
+#      measured dense fp32/bf16 matmul peak, ratios; JSON in OUT_DIR/bench.json), then the
+#      training-step throughput of every method at the paper's input size, fp32 and bf16.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (PYTHONPATH=src, or vidkd installed;
 #        BENCH=0 skips step 4)
 set -uo pipefail
@@ -34,8 +37,18 @@ step "DDP over NCCL through torchrun (1 process)"
 time $py -m torch.distributed.run --standalone --nproc_per_node 1 -m vidkd.cli train "${demo[@]}" \
     train.epochs=2 name=demo-skd_srl-ddp --overwrite -q
 grep -c '"kind": "epoch"' $runs/demo-skd_srl-ddp/metrics.jsonl
+gpus=$(nvidia-smi -L | wc -l)
+if [ "$gpus" -gt 1 ]; then
+  step "DDP over NCCL through torchrun ($gpus processes, one per GPU)"
+  time $py -m torch.distributed.run --standalone --nproc_per_node "$gpus" -m vidkd.cli train \
+      "${demo[@]}" train.epochs=2 name=demo-skd_srl-ddp$gpus --overwrite -q
+  grep -c '"kind": "epoch"' $runs/demo-skd_srl-ddp$gpus/metrics.jsonl
+fi
 
 [ "${BENCH:-1}" = 0 ] && exit 0
+step "vidkd bench, 3D ResNet-18, 16x112x112, batch 32 videos, fp32 and bf16"
+$py -m vidkd.cli bench configs/ucf101/r18_skd_srl.yaml --steps 5 --set train.device=cuda \
+    --json "$out/bench.json"
 step "step throughput, 3D ResNet-18, 16x112x112, batch 32 videos"
 for precision in fp32 bf16; do
   $py benchmarks/methods.py --device cuda --precision $precision --depth 18 --teacher-depth 50 \
