@@ -81,11 +81,11 @@ def check_writable(path: str | Path, option: str) -> Path:
     return path
 
 
-def writable_dir(path: str | Path, option: str) -> Path:
+def writable_dir(path: str | Path, option: str, fix: str = "pass a writable directory") -> Path:
     """Create directory ``path`` if needed and prove a file can be created in it."""
     directory = Path(path).expanduser()
     if directory.exists() and not directory.is_dir():
-        raise VidkdError(f"{option} {directory} is a file, not a directory; pass a directory")
+        raise VidkdError(f"{option} {directory} is a file, not a directory; {fix}")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=directory)
@@ -93,6 +93,6 @@ def writable_dir(path: str | Path, option: str) -> Path:
         os.unlink(probe)
     except OSError as error:
         raise VidkdError(
-            f"{option} {directory} is not writable ({error.strerror or error}); pass a writable directory"
+            f"{option} {directory} is not writable ({error.strerror or error}); {fix}"
         ) from None
     return directory

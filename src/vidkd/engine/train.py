@@ -62,6 +62,7 @@ from vidkd.engine.rundir import (
 )
 from vidkd.engine.schedule import LRSchedule
 from vidkd.errors import VidkdError
+from vidkd.files import writable_dir
 from vidkd.methods import METHODS, Method
 from vidkd.models.resnet3d import ResNet3D, resnet3d
 
@@ -71,20 +72,6 @@ log = logging.getLogger("vidkd")
 def run_dir_of(cfg: ExperimentConfig) -> Path:
     """``train.out_dir / name``, once the name is proven to stay inside ``out_dir``."""
     return resolve_run_dir(cfg.train.out_dir, cfg.name)
-
-
-def ensure_writable(directory: Path) -> None:
-    """Create ``directory`` and prove it is writable, or say how to fix it."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise VidkdError(
-            f"output directory {directory} is not writable ({error.strerror}); "
-            "pass a writable one with --set train.out_dir=PATH"
-        ) from None
 
 
 def seed_everything(seed: int) -> None:
@@ -320,7 +307,7 @@ def train(
             "model.sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU; drop "
             "--set model.sync_bn=true for CPU processes"
         )
-    ensure_writable(run_dir)
+    writable_dir(run_dir, "output directory", fix="pass a writable one with --set train.out_dir=PATH")
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
         summary = _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force)
     distributed.cleanup()  # only on success: after an error a peer may never reach a barrier
