@@ -92,6 +92,12 @@ class AugmentSection:
     full: bool | None = None
     flip: bool = True  # off for datasets whose labels change under a mirror
     p: float = 0.5
+    # per-operator switches of the full set (ignored when it is off)
+    contrast: bool = True
+    brightness: bool = True
+    hue: bool = True
+    blur: bool = True
+    channel_split: bool = True
     invert: bool = False
     noise: bool = False
 

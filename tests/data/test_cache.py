@@ -98,3 +98,33 @@ def test_training_run_with_memory_cache_equals_file_run(tmp_path, synthetic_cach
     a = load_file(str(tmp_path / "files" / "student.safetensors"))
     b = load_file(str(tmp_path / "memory" / "student.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_threaded_fill_equals_one_thread_in_order(tmp_path):
+    paths = [str(numbered_video(tmp_path / f"v{n}.mp4", n)) for n in (5, 9, 12, 20, 33)]
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    paths.insert(2, str(bad))
+    one, many = MemoryCache(32, budget_mb=64), MemoryCache(32, budget_mb=64)
+    one.fill(paths, progress=False, threads=1)
+    many.fill(paths, progress=False, threads=3)
+    assert list(many.videos) == [p for p in paths if p != str(bad)] == list(one.videos)
+    for path, (frames, info) in one.videos.items():
+        assert np.array_equal(many.videos[path][0], frames) and many.videos[path][1] == info
+    assert many.used == one.used
+
+
+def test_threaded_fill_stops_decoding_soon_after_the_budget(tmp_path, monkeypatch):
+    paths = [str(numbered_video(tmp_path / f"v{i}.mp4", 40, size=64)) for i in range(12)]
+    cache = MemoryCache(64, budget_mb=1)  # the second video crosses 1 MiB
+    decoded: list[str] = []
+    real = MemoryCache._decode
+
+    def counting(self, path):
+        decoded.append(path)
+        return real(self, path)
+
+    monkeypatch.setattr(MemoryCache, "_decode", counting)
+    with pytest.raises(VidkdError, match="first 2 of 12"):
+        cache.fill(paths, progress=False, threads=2)
+    assert len(decoded) <= 2 + 2 * 2 + 1  # the two checked, the window ahead, one in flight

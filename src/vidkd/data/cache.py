@@ -15,7 +15,9 @@ stops with one line naming the budget, before training starts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -61,26 +63,60 @@ class MemoryCache:
         self.used = 0
         self.videos: dict[str, tuple[np.ndarray, VideoInfo]] = {}
 
-    def fill(self, paths: Iterable[str | Path], progress: bool = True) -> None:
-        """Decode every video of ``paths`` once (unreadable ones are left to the file path)."""
+    def _decode(self, path: str) -> tuple[np.ndarray, VideoInfo] | None:
+        try:
+            with open_clip_reader(path, self.short_side) as reader:
+                return reader.read_all(), reader.info
+        except DecodeError:
+            return None
+
+    def fill(self, paths: Iterable[str | Path], progress: bool = True, threads: int = 1) -> None:
+        """Decode every video of ``paths`` once (unreadable ones are left to the file path).
+
+        ``threads`` decoders run at once (PyAV releases the GIL while it decodes and scales);
+        videos are added in the order of ``paths``, and at most ``2 * threads`` are decoded
+        ahead of the budget check.
+        """
         paths = [str(p) for p in dict.fromkeys(str(p) for p in paths) if str(p) not in self.videos]
-        for path in tqdm(paths, desc="caching videos in memory", disable=not progress, leave=False):
-            try:
-                with open_clip_reader(path, self.short_side) as reader:
-                    frames = reader.read_all()
-                    info = reader.info
-            except DecodeError:
-                continue
-            self.used += frames.nbytes
-            if self.used > self.budget:
-                raise VidkdError(
-                    f"data.cache=memory: the videos do not fit in data.cache_budget_mb="
-                    f"{self.budget // 2**20} (the first {len(self.videos) + 1} of {len(paths)} "
-                    f"already take {self.used / 2**20:.0f} MiB at short side {self.short_side}); "
-                    "raise the budget, lower data.short_side, or set data.cache=none"
-                )
-            self.videos[path] = (frames, info)
+        decoded = self._decode_in_order(paths, max(1, threads))
+        bar = tqdm(decoded, total=len(paths), desc="caching videos in memory",
+                   disable=not progress, leave=False)
+        for path, result in bar:
+            if result is not None:
+                self._add(path, *result, total=len(paths))
         log.info("cached %d videos in memory (%.0f MiB)", len(self.videos), self.used / 2**20)
+
+    def _decode(self, path: str) -> tuple[np.ndarray, VideoInfo] | None:
+        try:
+            with open_clip_reader(path, self.short_side) as reader:
+                return reader.read_all(), reader.info
+        except DecodeError:
+            return None
+
+    def _decode_in_order(
+        self, paths: list[str], threads: int
+    ) -> Iterator[tuple[str, tuple[np.ndarray, VideoInfo] | None]]:
+        with ThreadPoolExecutor(threads) as pool:
+            window: deque[tuple[str, Future]] = deque()
+            for path in paths:
+                window.append((path, pool.submit(self._decode, path)))
+                if len(window) > 2 * threads:
+                    done, future = window.popleft()
+                    yield done, future.result()
+            while window:
+                done, future = window.popleft()
+                yield done, future.result()
+
+    def _add(self, path: str, frames: np.ndarray, info: VideoInfo, total: int) -> None:
+        self.used += frames.nbytes
+        if self.used > self.budget:
+            raise VidkdError(
+                f"data.cache=memory: the videos do not fit in data.cache_budget_mb="
+                f"{self.budget // 2**20} (the first {len(self.videos) + 1} of {total} "
+                f"already take {self.used / 2**20:.0f} MiB at short side {self.short_side}); "
+                "raise the budget, lower data.short_side, or set data.cache=none"
+            )
+        self.videos[path] = (frames, info)
 
     def open(self, path: str | Path, short_side: int | None = None) -> ClipReader:
         cached = self.videos.get(str(path))

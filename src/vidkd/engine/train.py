@@ -141,7 +141,8 @@ def augment_config(cfg: ExperimentConfig, method: Method) -> AugmentConfig:
     full = method.full_augment if section.full is None else section.full
     if not full:
         return dataclasses.replace(flip_only(), p=section.p, flip=section.flip)
-    return AugmentConfig(p=section.p, flip=section.flip, invert=section.invert, noise=section.noise)
+    switches = ("flip", "contrast", "brightness", "hue", "blur", "channel_split", "invert", "noise")
+    return AugmentConfig(p=section.p, **{name: getattr(section, name) for name in switches})
 
 
 @dataclass
@@ -166,7 +167,8 @@ def build_loaders(
     open_reader = open_clip_reader
     if d.cache == "memory":  # decoded once here, before the workers fork and share it
         cache = MemoryCache(d.short_side, d.cache_budget_mb)
-        cache.fill([r.path for r in (*splits.train, *splits.val, *splits.test)], progress)
+        paths = [r.path for r in (*splits.train, *splits.val, *splits.test)]
+        cache.fill(paths, progress, threads=min(8, os.cpu_count() or 1))
         open_reader = cache.open
     train_set = VideoClipDataset(
         splits.train, spec, "train", num_views, d.same_clip, seed=seed, open_reader=open_reader
