@@ -115,10 +115,18 @@ def _schedule(r: dict[str, Any]) -> dict[str, str]:
                  f" (stride {data.get('frame_stride', '?')}, short side {data.get('short_side', '?')})",
         "epochs": str(r["epochs"]),
         "batch": str(train.get("batch_size", "?")),
-        "optimiser": f"SGD lr {optim.get('lr', '?')}, momentum {optim.get('momentum', '?')}, "
-                     f"wd {optim.get('weight_decay', '?')}, plateau x{optim.get('plateau_factor', '?')}"
-                     f" after {optim.get('plateau_patience', '?')}",
+        "optimiser": f"SGD momentum {optim.get('momentum', '?')}, wd {optim.get('weight_decay', '?')}; "
+                     + _lr_rule(r, optim),
     }
+
+
+def _lr_rule(r: dict[str, Any], optim: dict[str, Any]) -> str:
+    """The run's own account of its lr schedule, else (older runs) the plateau it ran."""
+    rule = r.get("schedule", {}).get("rule")
+    if rule:
+        return rule
+    return (f"lr {optim.get('lr', '?')}, plateau x{optim.get('plateau_factor', '?')} after "
+            f"{optim.get('plateau_patience', '?')}")
 
 
 def markdown_report(rows: list[RowResults], command: str, plots: list[str]) -> str:

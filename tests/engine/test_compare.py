@@ -97,7 +97,8 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
 ):
     a = write_config(tmp_path / "a.yaml", tiny_config(synthetic_cache, tmp_path / "unused", "a"))
     b = write_config(tmp_path / "b.yaml", tiny_config(
-        synthetic_cache, tmp_path / "unused", "b", optim={"lr": 0.05}, paper={"top1": 69.8}))
+        synthetic_cache, tmp_path / "unused", "b", paper={"top1": 69.8},
+        optim={"lr": 0.05, "schedule": "multistep", "milestones": [1]}))
     out = tmp_path / "cmp"
     runs = out / "runs"
     argv = ["compare", a, b, "--seeds", "0,1", "--out", str(out), "-q"]
@@ -179,6 +180,10 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
     assert rows["b"].rstrip().endswith("| 69.8 |") and rows["a"].rstrip().endswith("| - |")
     assert "2 clips x 1 centre crop" in md and "seeds 0, 1" in md and "## Schedule" in md
     assert "top-5 means top-3" in md
+    schedule = {line.split("|")[1].strip(): line for line in md.split("## Schedule")[1].splitlines()
+                if line.startswith(("| a ", "| b "))}
+    assert "multistep: lr 0.05 x0.1 after epochs 1" in schedule["b"]  # the lr rule each row ran
+    assert "plateau" not in schedule["b"] and "plateau: lr 0.01 x0.1 after 10" in schedule["a"]
     assert "video top-1" in printed and "results.csv" in printed
 
     # 4. a third run trains nothing; the old form still works
