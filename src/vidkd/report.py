@@ -122,11 +122,12 @@ def _schedule(r: dict[str, Any]) -> dict[str, str]:
 
 def _lr_rule(r: dict[str, Any], optim: dict[str, Any]) -> str:
     """The run's own account of its lr schedule, else (older runs) the plateau it ran."""
-    rule = r.get("schedule", {}).get("rule")
-    if rule:
+    schedule = r.get("schedule")
+    rule = schedule.get("rule") if isinstance(schedule, dict) else None
+    if isinstance(rule, str) and rule:
         return rule
-    return (f"lr {optim.get('lr', '?')}, plateau x{optim.get('plateau_factor', '?')} after "
-            f"{optim.get('plateau_patience', '?')}")
+    return (f"plateau: lr {optim.get('lr', '?')} x{optim.get('plateau_factor', '?')} after "
+            f"{optim.get('plateau_patience', '?')} validations")
 
 
 def markdown_report(rows: list[RowResults], command: str, plots: list[str]) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import vidkd.data.cache as cache_module
 from vidkd.data.cache import MemoryCache
 from vidkd.data.dataset import ClipSpec, VideoClipDataset
 from vidkd.data.decode import open_clip_reader
@@ -100,13 +103,20 @@ def test_training_run_with_memory_cache_equals_file_run(tmp_path, synthetic_cach
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_threaded_fill_equals_one_thread_in_order(tmp_path):
+def test_threaded_fill_equals_one_thread_in_order(tmp_path, monkeypatch):
     paths = [str(numbered_video(tmp_path / f"v{n}.mp4", n)) for n in (5, 9, 12, 20, 33)]
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 100)
     paths.insert(2, str(bad))
     one, many = MemoryCache(32, budget_mb=64), MemoryCache(32, budget_mb=64)
     one.fill(paths, progress=False, threads=1)
+    real = MemoryCache._decode
+
+    def earlier_is_slower(self, path):  # decodes finish in the reverse of the list's order
+        time.sleep(0.05 * (len(paths) - paths.index(path)))
+        return real(self, path)
+
+    monkeypatch.setattr(MemoryCache, "_decode", earlier_is_slower)
     many.fill(paths, progress=False, threads=3)
     assert list(many.videos) == [p for p in paths if p != str(bad)] == list(one.videos)
     for path, (frames, info) in one.videos.items():
@@ -114,17 +124,32 @@ def test_threaded_fill_equals_one_thread_in_order(tmp_path):
     assert many.used == one.used
 
 
-def test_threaded_fill_stops_decoding_soon_after_the_budget(tmp_path, monkeypatch):
+def test_threaded_fill_decodes_only_its_window_ahead_of_the_budget(tmp_path, monkeypatch):
     paths = [str(numbered_video(tmp_path / f"v{i}.mp4", 40, size=64)) for i in range(12)]
-    cache = MemoryCache(64, budget_mb=1)  # the second video crosses 1 MiB
-    decoded: list[str] = []
-    real = MemoryCache._decode
+    submitted: list[str] = []
 
-    def counting(self, path):
-        decoded.append(path)
-        return real(self, path)
+    class CountingPool(ThreadPoolExecutor):
+        def submit(self, fn, /, *args, **kwargs):
+            submitted.append(args[0])
+            return super().submit(fn, *args, **kwargs)
 
-    monkeypatch.setattr(MemoryCache, "_decode", counting)
-    with pytest.raises(VidkdError, match="first 2 of 12"):
-        cache.fill(paths, progress=False, threads=2)
-    assert len(decoded) <= 2 + 2 * 2 + 1  # the two checked, the window ahead, one in flight
+    monkeypatch.setattr(cache_module, "ThreadPoolExecutor", CountingPool)
+    for progress in (False, True):
+        submitted.clear()
+        cache = MemoryCache(64, budget_mb=1)  # the second video crosses 1 MiB
+        with pytest.raises(VidkdError, match="first 2 of 12"):
+            cache.fill(paths, progress=progress, threads=2)
+        assert submitted == paths[:2 + 2]  # the two checked, then the window of 2 threads
+
+
+def test_decode_threads_share_the_usable_cpus(monkeypatch):
+    from vidkd.config import load_config
+    from vidkd.engine.distributed import DistInfo
+    from vidkd.engine.train import decode_threads
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    plain, capped = load_config(None), load_config(None, ["train.threads=2"])
+    assert decode_threads(plain, DistInfo()) == 8  # 12 usable, at most 8
+    assert decode_threads(plain, DistInfo(local_world_size=4)) == 3  # 12 CPUs over 4 ranks
+    assert decode_threads(capped, DistInfo()) == 2
+    assert decode_threads(plain, DistInfo(local_world_size=24)) == 1

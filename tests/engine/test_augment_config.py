@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 from vidkd.config import load_config
@@ -36,5 +37,17 @@ def test_each_operator_of_the_full_set_can_be_switched_off():
 
 def test_operator_switches_do_not_turn_on_the_full_set():
     # crop + flip stays crop + flip: the switches only pick inside the full set
-    assert enabled(["method.augment.full=false", "method.augment.blur=true"], True) == {"flip"}
+    assert enabled(["method.augment.full=false", "method.augment.noise=true"], True) == {"flip"}
+    assert enabled(["method.augment.invert=true"], method_default=False) == {"flip"}
     assert enabled(["method.augment.flip=false"], method_default=False) == set()
+
+
+def test_a_switch_without_the_full_set_warns(caplog):
+    caplog.set_level(logging.WARNING, logger="vidkd")
+    assert enabled(["method.augment.noise=true"], method_default=False) == {"flip"}
+    assert "method.augment.noise has no effect" in caplog.text
+    assert "method.augment.full=true" in caplog.text
+    caplog.clear()
+    assert enabled(["method.augment.blur=false"], method_default=True) == FULL_SET - {"blur"}
+    assert enabled([], method_default=False) == {"flip"}
+    assert caplog.text == ""

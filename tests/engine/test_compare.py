@@ -195,6 +195,22 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
     assert main(["compare", str(runs / "a-s0"), str(runs / "b-s1")]) == 0
     assert "a-s0" in capsys.readouterr().out
 
+    # 5. a run finished by an older vidkd, whose config lacks a field added since, is reused
+    # when the config asks for that field's default, and refused when it asks for another value
+    stored = runs / "a-s0" / "results.json"
+    results = json.loads(stored.read_text())
+    del results["config"]["method"]["augment"]["blur"]
+    del results["schedule"]  # nor did it record its lr rule: the report falls back to the plateau
+    stored.write_text(json.dumps(results))
+    other = runs / "b-s0" / "results.json"
+    other.write_text(json.dumps({**json.loads(other.read_text()), "schedule": None}))  # edited
+    assert main(argv) == 0 and calls == []
+    md = (out / "results.md").read_text().split("## Schedule")[1]
+    assert "plateau: lr 0.01 x0.1 after 10 validations" in md
+    capsys.readouterr()
+    assert main([*argv, "--set", "method.augment.blur=false"]) == 2 and calls == []
+    assert "method.augment.blur: None -> False" in capsys.readouterr().err
+
 
 def test_confusion_matrix_agrees_with_video_top1(tmp_path, synthetic_cache, tiny_config):
     from vidkd.engine.train import train

@@ -18,6 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -74,16 +75,15 @@ class MemoryCache:
         """Decode every video of ``paths`` once (unreadable ones are left to the file path).
 
         ``threads`` decoders run at once (PyAV releases the GIL while it decodes and scales);
-        videos are added in the order of ``paths``, and at most ``2 * threads`` are decoded
-        ahead of the budget check.
+        videos are added in the order of ``paths``. The budget is checked as each video is
+        added, so while filling, memory can pass it by the ``threads`` videos decoded ahead.
         """
         paths = [str(p) for p in dict.fromkeys(str(p) for p in paths) if str(p) not in self.videos]
-        decoded = self._decode_in_order(paths, max(1, threads))
-        bar = tqdm(decoded, total=len(paths), desc="caching videos in memory",
-                   disable=not progress, leave=False)
-        for path, result in bar:
-            if result is not None:
-                self._add(path, *result, total=len(paths))
+        with closing(self._decode_in_order(paths, max(1, threads))) as decoded:
+            for path, result in tqdm(decoded, total=len(paths), desc="caching videos in memory",
+                                     disable=not progress, leave=False):
+                if result is not None:
+                    self._add(path, *result, total=len(paths))
         log.info("cached %d videos in memory (%.0f MiB)", len(self.videos), self.used / 2**20)
 
     def _decode(self, path: str) -> tuple[np.ndarray, VideoInfo] | None:
@@ -96,16 +96,21 @@ class MemoryCache:
     def _decode_in_order(
         self, paths: list[str], threads: int
     ) -> Iterator[tuple[str, tuple[np.ndarray, VideoInfo] | None]]:
-        with ThreadPoolExecutor(threads) as pool:
-            window: deque[tuple[str, Future]] = deque()
+        """``(path, decoded or None)`` in the order of ``paths``, ``threads`` videos ahead;
+        closing it cancels the decodes not yet started and waits for the running ones."""
+        pool = ThreadPoolExecutor(threads)
+        window: deque[tuple[str, Future]] = deque()
+        try:
             for path in paths:
                 window.append((path, pool.submit(self._decode, path)))
-                if len(window) > 2 * threads:
+                if len(window) > threads:
                     done, future = window.popleft()
                     yield done, future.result()
             while window:
                 done, future = window.popleft()
                 yield done, future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _add(self, path: str, frames: np.ndarray, info: VideoInfo, total: int) -> None:
         self.used += frames.nbytes

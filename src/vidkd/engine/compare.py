@@ -184,10 +184,13 @@ def plan_compare(
 
 def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Fields (outside bookkeeping; the epoch budget counts) where a finished run differs from
-    the config asked for."""
+    the config asked for. A field the stored config lacks (a run from an older vidkd) is no
+    change when the config asks for its default."""
     old, new = _flatten(stored), _flatten(wanted)
+    default = _flatten(config_to_dict(ExperimentConfig()))
     return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key) and (key == "train.epochs" or not _matches(key, FREE))]
+            if old.get(key) != new.get(key) and (key == "train.epochs" or not _matches(key, FREE))
+            and not (key not in old and key in default and new.get(key) == default[key])]
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ class DistInfo:
     local_rank: int = 0
     world_size: int = 1
     enabled: bool = False  # launched by torchrun: DDP model, distributed samplers
+    local_world_size: int = 1  # processes on this machine
 
     @property
     def is_main(self) -> bool:
@@ -61,6 +62,7 @@ def init_distributed(device: torch.device) -> DistInfo:
         int(os.environ.get("LOCAL_RANK", "0")),
         int(os.environ["WORLD_SIZE"]),
         enabled=True,
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
     )
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"

@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 from tqdm import tqdm
 
-from vidkd.config import ExperimentConfig, config_to_dict, dump_config
+from vidkd.config import AugmentSection, ExperimentConfig, config_to_dict, dump_config
 from vidkd.data.augment import AugmentConfig, ClipAugment, flip_only
 from vidkd.data.build import DataSplits, build_splits
 from vidkd.data.cache import MemoryCache
@@ -139,10 +139,16 @@ def augment_config(cfg: ExperimentConfig, method: Method) -> AugmentConfig:
     """Full SPEC set or crop + flip, per the method's default unless the config says."""
     section = cfg.method.augment
     full = method.full_augment if section.full is None else section.full
+    set_ops = ("contrast", "brightness", "hue", "blur", "channel_split", "invert", "noise")
     if not full:
+        ignored = [name for name in set_ops
+                   if getattr(section, name) != getattr(AugmentSection, name)]
+        if ignored:
+            log.warning("method.augment.%s has no effect: this run trains on crop + flip; "
+                        "add method.augment.full=true to use the full set", ignored[0])
         return dataclasses.replace(flip_only(), p=section.p, flip=section.flip)
-    switches = ("flip", "contrast", "brightness", "hue", "blur", "channel_split", "invert", "noise")
-    return AugmentConfig(p=section.p, **{name: getattr(section, name) for name in switches})
+    return AugmentConfig(p=section.p, flip=section.flip,
+                         **{name: getattr(section, name) for name in set_ops})
 
 
 @dataclass
@@ -157,6 +163,16 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
+def decode_threads(cfg: ExperimentConfig, dist_info: distributed.DistInfo) -> int:
+    """Threads for filling the memory cache: this process's share of the CPUs it may use,
+    at most ``train.threads`` when that is set, and at most 8."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (usable or 1) // max(1, dist_info.local_world_size))
+    if cfg.train.threads > 0:
+        threads = min(threads, cfg.train.threads)
+    return min(8, threads)
+
+
 def build_loaders(
     cfg: ExperimentConfig, splits: DataSplits, num_views: int, dist_info: distributed.DistInfo,
     pin_memory: bool, progress: bool = False,
@@ -168,7 +184,7 @@ def build_loaders(
     if d.cache == "memory":  # decoded once here, before the workers fork and share it
         cache = MemoryCache(d.short_side, d.cache_budget_mb)
         paths = [r.path for r in (*splits.train, *splits.val, *splits.test)]
-        cache.fill(paths, progress, threads=min(8, os.cpu_count() or 1))
+        cache.fill(paths, progress, threads=decode_threads(cfg, dist_info))
         open_reader = cache.open
     train_set = VideoClipDataset(
         splits.train, spec, "train", num_views, d.same_clip, seed=seed, open_reader=open_reader
