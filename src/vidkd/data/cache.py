@@ -64,13 +64,6 @@ class MemoryCache:
         self.used = 0
         self.videos: dict[str, tuple[np.ndarray, VideoInfo]] = {}
 
-    def _decode(self, path: str) -> tuple[np.ndarray, VideoInfo] | None:
-        try:
-            with open_clip_reader(path, self.short_side) as reader:
-                return reader.read_all(), reader.info
-        except DecodeError:
-            return None
-
     def fill(self, paths: Iterable[str | Path], progress: bool = True, threads: int = 1) -> None:
         """Decode every video of ``paths`` once (unreadable ones are left to the file path).
 
