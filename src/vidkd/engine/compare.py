@@ -21,7 +21,13 @@ from typing import Any
 
 from vidkd.config import ExperimentConfig, config_to_dict, load_config
 from vidkd.engine.checkpoint import latest_checkpoint
-from vidkd.engine.rundir import FREE, _flatten, _matches, holds_files, resolve_run_dir
+from vidkd.engine.rundir import (
+    FREE,
+    _matches,
+    config_differences,
+    holds_files,
+    resolve_run_dir,
+)
 from vidkd.errors import VidkdError
 from vidkd.methods import METHODS
 from vidkd.report import RowResults, markdown_report, read_results, results_csv
@@ -186,11 +192,9 @@ def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> list[st
     """Fields (outside bookkeeping; the epoch budget counts) where a finished run differs from
     the config asked for. A field the stored config lacks (a run from an older vidkd) is no
     change when the config asks for its default."""
-    old, new = _flatten(stored), _flatten(wanted)
-    default = _flatten(config_to_dict(ExperimentConfig()))
-    return [f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in sorted(old.keys() | new.keys())
-            if old.get(key) != new.get(key) and (key == "train.epochs" or not _matches(key, FREE))
-            and not (key not in old and key in default and new.get(key) == default[key])]
+    changed = config_differences(stored, wanted, config_to_dict(ExperimentConfig()))
+    return [f"{key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()
+            if key == "train.epochs" or not _matches(key, FREE)]
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:

@@ -170,24 +170,32 @@ def _matches(field: str, patterns: tuple[str, ...]) -> bool:
     return any(field == p or (p.endswith(".") and field.startswith(p)) for p in patterns)
 
 
-def resume_changes(
-    stored: dict[str, Any], new: dict[str, Any], force: bool,
-    defaults: dict[str, Any] | None = None,
+def config_differences(
+    stored: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None,
 ) -> dict[str, list[Any]]:
-    """The fields that differ, as ``{field: [stored, new]}``, once they are allowed.
+    """The fields that differ, as ``{field: [stored, new]}``.
 
     A field the stored config lacks (a run from an older vidkd) is no change when the new
     config holds its default (``defaults``, the config's own defaults); nor is a field
     this vidkd no longer has (``data.backend``).
+    """
+    old, now, default = _flatten(stored), _flatten(new), _flatten(defaults or {})
+    return {k: [old.get(k), now.get(k)] for k in sorted(old.keys() | now.keys())
+            if k in now and old.get(k) != now[k]  # a field this vidkd removed: no change
+            and not (k not in old and k in default and now[k] == default[k])}
+
+
+def resume_changes(
+    stored: dict[str, Any], new: dict[str, Any], force: bool,
+    defaults: dict[str, Any] | None = None,
+) -> dict[str, list[Any]]:
+    """The fields that differ (:func:`config_differences`), once they are allowed.
 
     Fields of :data:`FIXED` are refused always; fields outside :data:`FREE` (the optimiser,
     the seed, the loss weights, the augmentation, the batch size, precision...) are refused
     unless ``force``. Each refusal names every differing field.
     """
-    old, now, default = _flatten(stored), _flatten(new), _flatten(defaults or {})
-    changed = {k: [old.get(k), now.get(k)] for k in sorted(old.keys() | now.keys())
-               if k in now and old.get(k) != now[k]  # a field this vidkd removed: no change
-               and not (k not in old and k in default and now[k] == default[k])}
+    changed = config_differences(stored, new, defaults)
     fixed = [k for k in changed if _matches(k, FIXED)]
     if fixed:
         raise VidkdError(

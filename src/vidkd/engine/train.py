@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from tqdm import tqdm
 
 from vidkd.config import AugmentSection, ExperimentConfig, config_to_dict, dump_config
-from vidkd.data.augment import AugmentConfig, ClipAugment, flip_only
+from vidkd.data.augment import OPERATORS, AugmentConfig, ClipAugment, flip_only
 from vidkd.data.build import DataSplits, build_splits
 from vidkd.data.cache import MemoryCache
 from vidkd.data.dataset import ClipSpec, VideoClipDataset, collate
@@ -139,7 +139,7 @@ def augment_config(cfg: ExperimentConfig, method: Method) -> AugmentConfig:
     """Full SPEC set or crop + flip, per the method's default unless the config says."""
     section = cfg.method.augment
     full = method.full_augment if section.full is None else section.full
-    set_ops = ("contrast", "brightness", "hue", "blur", "channel_split", "invert", "noise")
+    set_ops = [name for name in OPERATORS if name != "flip"]  # flip has its own switch
     if not full:
         ignored = [name for name in set_ops
                    if getattr(section, name) != getattr(AugmentSection, name)]
