@@ -28,11 +28,12 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 def results_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table; the protocol of the accuracy columns is stated in the header."""
     protocols = sorted({r["test"]["protocol"] for r in results})
-    header = ["run", "method", "model", "augment", "epochs", "video top-1", "video top-5", "clip top-1",
-              "paper top-1", "s/epoch"]
+    header = ["run", "method", "model", "augment", "epochs", "lr", "video top-1", "video top-5",
+              "clip top-1", "paper top-1", "s/epoch"]
     rows = [
         [
             r["name"], r["method"], r["model"], r.get("augment", "-"), str(r["epochs"]),
+            str(r.get("config", {}).get("optim", {}).get("lr", "-")),
             _fmt(r["test"]["video_top1"]), _fmt(r["test"]["video_top5"]),
             _fmt(r["test"]["clip_top1"]), _fmt(r.get("paper_top1"), ".1f"),
             _fmt(r.get("mean_epoch_seconds"), ".1f"),
@@ -45,7 +46,8 @@ def results_table(results: list[dict[str, Any]]) -> str:
     datasets = sorted({r["dataset"] for r in results})
     lines.append(
         f"test split of {', '.join(datasets)}; accuracy in %, video level = softmax averaged over "
-        f"{' / '.join(protocols)}; augment = operators besides the random crop"
+        f"{' / '.join(protocols)}; augment = operators besides the random crop; lr = initial "
+        "learning rate"
     )
     top_k = results[0]["test"].get("top5_k", 5)
     if top_k != 5:

@@ -17,7 +17,7 @@ from vidkd.config import load_config
 from vidkd.engine import compare
 from vidkd.engine.train import MetricsLog, evaluate_student
 from vidkd.errors import VidkdError
-from vidkd.report import mean_std
+from vidkd.report import mean_std, results_table
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,22 @@ def test_mean_std_by_hand():
     assert mean_std(values) == pytest.approx((mean, std))
     assert std == pytest.approx(statistics.stdev(values))
     assert mean_std([61.5]) == (61.5, 0.0)
+
+
+def test_results_table_shows_each_runs_initial_lr():
+    """Rows trained at different lrs (the demo's skd_srl runs at half the baseline's) say so."""
+    def result(name: str, optim: dict) -> dict:
+        test = {"protocol": "5 clips x 1 centre crop", "video_top1": 50.0, "video_top5": 90.0,
+                "clip_top1": 45.0}
+        return {"name": name, "method": name, "model": "m", "epochs": 16, "dataset": "synthetic",
+                "test": test, "config": {"optim": optim}}
+
+    lines = results_table([result("a", {"lr": 0.01}), result("b", {"lr": 0.005}),
+                           result("old", {})]).splitlines()
+    header = lines[0].split()
+    lr_at = header.index("lr")
+    assert header[lr_at - 1] == "epochs"
+    assert [line.split()[lr_at] for line in lines[2:5]] == ["0.01", "0.005", "-"]
 
 
 def test_parse_seeds():
