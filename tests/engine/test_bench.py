@@ -74,3 +74,33 @@ def test_bench_without_dataset_skips_the_loader(tmp_path, monkeypatch, capsys):
     assert report["methods"]["skd_srl"]["fp32"]["cost_vs_baseline_da"] is None
     assert report["projection"]["train_videos"] == round(9537 * 0.9)
     assert report["projection"]["hours"] > 0
+
+
+def test_bench_times_the_compiled_step_under_train_compile(tmp_path, monkeypatch):
+    """``train.compile=true`` compiles the method's step, as ``vidkd train`` does; the bench
+    once compiled only the augmentation pass while its header said "compiled"."""
+    compiled, forwards = [], []
+
+    class Compiled(torch.nn.Module):  # stands in for torch.compile: counts what it runs
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args):
+            forwards.append(type(self.module).__name__)
+            return self.module(*args)
+
+    def fake_compile(module, device):
+        compiled.append(type(module).__name__)
+        return Compiled(module)
+
+    monkeypatch.setattr(hardware, "compile_module", fake_compile)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "configs/ucf101/r18_skd_srl.yaml", "--steps", "2", "--warmup", "1",
+                 "--size", "16", "--frames", "2", "--batch", "2", "--methods", "baseline,skd_srl",
+                 "--precisions", "fp32", "--loader-batches", "0",
+                 "--set", "model.width_multiplier=0.125", "train.threads=1", "train.compile=true",
+                 "data.root=/nonexistent/UCF-101", "--json", str(out)]) == 0
+    assert sorted(compiled) == ["Baseline", "SKDSRL"]
+    assert sorted(forwards) == ["Baseline"] * 3 + ["SKDSRL"] * 3  # warm-up + 2 timed steps each
+    assert json.loads(out.read_text())["compile"] is True

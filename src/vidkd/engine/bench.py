@@ -97,6 +97,7 @@ class _Runner:
 
     name: str
     method: Method
+    step_module: torch.nn.Module  # ``method``, compiled under train.compile as in training
     optimizer: torch.optim.Optimizer
     augment: ClipAugment
     clips: torch.Tensor  # (N * V, T, H, W, C) uint8, as the loader gives
@@ -108,7 +109,7 @@ class _Runner:
         with torch.no_grad():
             inputs = self.augment(inputs, generator=self.generator)
         with autocast(device, precision):
-            loss = self.method(inputs, self.labels)["loss"]
+            loss = self.step_module(inputs, self.labels)["loss"]
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -147,7 +148,9 @@ def _runners(cfg: ExperimentConfig, device: torch.device, num_classes: int,
         labels = torch.randint(0, num_classes, (t.batch_size,), device=device)
         augment = ClipAugment(augment_config(cfg, method), compiled=t.compile)
         generator = torch.Generator(device=device).manual_seed(t.seed)
-        runners.append(_Runner(name, method, optimizer, augment, clips, labels, generator))
+        step_module = hardware.compile_module(method, device) if t.compile else method
+        runners.append(_Runner(name, method, step_module, optimizer, augment, clips, labels,
+                               generator))
     if not any(r.name == "baseline" for r in runners):
         raise VidkdError("vidkd bench needs the baseline method to compare against; "
                          "include it in --methods")
