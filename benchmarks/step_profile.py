@@ -24,20 +24,32 @@ from torch.profiler import ProfilerActivity, profile
 
 from vidkd.config import load_config
 from vidkd.engine import bench
+from vidkd.methods import METHODS
+
+#: the convolution kernels' operators (forward and backward) in a CPU profile
+CONV_OPS = {"aten::mkldnn_convolution", "aten::convolution_backward",
+            "aten::slow_conv3d_forward", "aten::slow_conv3d_backward"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
-    parser.add_argument("--method", default="baseline")
-    parser.add_argument("--batch", type=int, default=None, help="videos per step (default: config's)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps before the profiled one")
+    parser.add_argument("--method", default="baseline",
+                        choices=[name for name, cls in METHODS.items() if not cls.needs_teacher])
+    parser.add_argument("--batch", type=int, default=None,
+                        help="videos per step (default: config's)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="timed steps before the profiled one; the best is reported")
     parser.add_argument("--top", type=int, default=12, help="operators listed")
     args = parser.parse_args()
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
     overrides = ["train.device=cpu"] + ([f"train.batch_size={args.batch}"] if args.batch else [])
     cfg = load_config(args.config, overrides)
     device = torch.device("cpu")
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
     runners, _ = bench._runners(cfg, device, 101, ["baseline", args.method])
     runner = next(r for r in runners if r.name == args.method)
     flops = runner.count_flops(cfg, device)
@@ -54,7 +66,7 @@ def main() -> None:
     step = min(times)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
-    conv = sum(e.self_cpu_time_total for e in events if "conv" in e.key.lower()) / 1e6
+    conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS) / 1e6
     d = cfg.data
     print(f"{args.method}, 3D ResNet-{cfg.model.depth} x{cfg.model.width_multiplier}, "
           f"{d.clip_len}x{d.crop_size}x{d.crop_size}, batch {cfg.train.batch_size} videos, fp32, "
@@ -66,7 +78,7 @@ def main() -> None:
     print(f"convolutions alone: {flops / conv / 1e9:.1f} GFLOP/s = {flops / conv / 1e9 / peak:.1%} "
           "of peak (all counted FLOPs are theirs)")
     print(f"{'operator':50s} {'self s':>8s} {'share':>7s} {'calls':>6s}")
-    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:args.top]:
+    for e in sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[:args.top]:
         print(f"{e.key[:50]:50s} {e.self_cpu_time_total / 1e6:8.3f} "
               f"{e.self_cpu_time_total / 1e6 / total:7.1%} {e.count:6d}")
 
