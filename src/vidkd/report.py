@@ -189,8 +189,8 @@ def markdown_report(rows: list[RowResults], command: str, plots: list[str]) -> s
     return "\n".join(lines)
 
 
-CSV_FIELDS = ("row", "seed", "run", "method", "dataset", "model", "augment", "epochs", "best_epoch",
-              "video_top1", "video_top5", "clip_top1", "clip_top5", "num_videos", "protocol",
+CSV_FIELDS = ("row", "seed", "run", "method", "dataset", "model", "augment", "epochs", "lr",
+              "best_epoch", "video_top1", "video_top5", "clip_top1", "clip_top5", "num_videos", "protocol",
               "paper_top1", "mean_epoch_seconds", "run_dir")
 
 
@@ -204,7 +204,8 @@ def results_csv(rows: list[RowResults]) -> str:
             test = r["test"]
             writer.writerow([
                 row.label, seed, r["name"], r["method"], r["dataset"], r["model"], r.get("augment", ""),
-                r["epochs"], r["best_epoch"], repr(test["video_top1"]), repr(test["video_top5"]),
+                r["epochs"], r.get("config", {}).get("optim", {}).get("lr", ""), r["best_epoch"],
+                repr(test["video_top1"]), repr(test["video_top5"]),
                 repr(test["clip_top1"]), repr(test["clip_top5"]), test.get("num_videos", ""),
                 test["protocol"], "" if r.get("paper_top1") is None else repr(r["paper_top1"]),
                 "" if r.get("mean_epoch_seconds") is None else repr(r["mean_epoch_seconds"]), str(run_dir),

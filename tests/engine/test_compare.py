@@ -180,6 +180,7 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
         for key in ("video_top1", "video_top5", "clip_top1", "clip_top5"):
             assert float(line[key]) == results["test"][key]
         assert int(line["best_epoch"]) == results["best_epoch"]
+        assert float(line["lr"]) == results["config"]["optim"]["lr"]
         assert line["protocol"] == "2 clips x 1 centre crop"
     assert [line["paper_top1"] for line in lines] == ["", "", "69.8", "69.8"]
 
