@@ -6,7 +6,8 @@
 #      are several;
 #   4. `vidkd bench` of the paper's SKD-SRL config on the GPU (clips/s, fraction of the
 #      measured dense fp32/bf16 matmul peak, ratios; JSON in OUT_DIR/bench.json), then the
-#      training-step throughput of every method at the paper's input size, fp32 and bf16.
+#      baseline's bf16 step eager and under train.compile, then the training-step
+#      throughput of every method at the paper's input size, fp32 and bf16.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (PYTHONPATH=src, or vidkd installed;
 #        BENCH=0 skips step 4)
 set -uo pipefail
@@ -49,6 +50,11 @@ fi
 step "vidkd bench, 3D ResNet-18, 16x112x112, batch 32 videos, fp32 and bf16"
 $py -m vidkd.cli bench configs/ucf101/r18_skd_srl.yaml --steps 5 --set train.device=cuda \
     --json "$out/bench.json"
+step "train.compile on the GPU: baseline bf16 step, eager then compiled (the default's evidence)"
+for compiled in false true; do
+  $py -m vidkd.cli bench configs/ucf101/r18_skd_srl.yaml --steps 5 --methods baseline \
+      --precisions bf16 --loader-batches 0 --set train.device=cuda train.compile=$compiled
+done
 step "step throughput, 3D ResNet-18, 16x112x112, batch 32 videos"
 for precision in fp32 bf16; do
   $py benchmarks/methods.py --device cuda --precision $precision --depth 18 --teacher-depth 50 \
