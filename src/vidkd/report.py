@@ -25,6 +25,13 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _config_section(r: dict[str, Any], section: str) -> dict[str, Any]:
+    """One section of the config a run recorded in ``results.json``; {} where it has none."""
+    config = r.get("config")
+    value = config.get(section) if isinstance(config, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def results_table(results: list[dict[str, Any]]) -> str:
     """A plain-text table; the protocol of the accuracy columns is stated in the header."""
     protocols = sorted({r["test"]["protocol"] for r in results})
@@ -33,7 +40,7 @@ def results_table(results: list[dict[str, Any]]) -> str:
     rows = [
         [
             r["name"], r["method"], r["model"], r.get("augment", "-"), str(r["epochs"]),
-            str(r.get("config", {}).get("optim", {}).get("lr", "-")),
+            str(_config_section(r, "optim").get("lr", "-")),
             _fmt(r["test"]["video_top1"]), _fmt(r["test"]["video_top5"]),
             _fmt(r["test"]["clip_top1"]), _fmt(r.get("paper_top1"), ".1f"),
             _fmt(r.get("mean_epoch_seconds"), ".1f"),
@@ -110,8 +117,7 @@ def paired_differences(row: RowResults, baseline: RowResults, key: str = "video_
 
 
 def _schedule(r: dict[str, Any]) -> dict[str, str]:
-    cfg = r.get("config", {})
-    data, optim, train = cfg.get("data", {}), cfg.get("optim", {}), cfg.get("train", {})
+    data, optim, train = (_config_section(r, s) for s in ("data", "optim", "train"))
     return {
         "clips": f"{data.get('clip_len', '?')}x{data.get('crop_size', '?')}x{data.get('crop_size', '?')}"
                  f" (stride {data.get('frame_stride', '?')}, short side {data.get('short_side', '?')})",
@@ -204,7 +210,7 @@ def results_csv(rows: list[RowResults]) -> str:
             test = r["test"]
             writer.writerow([
                 row.label, seed, r["name"], r["method"], r["dataset"], r["model"], r.get("augment", ""),
-                r["epochs"], r.get("config", {}).get("optim", {}).get("lr", ""), r["best_epoch"],
+                r["epochs"], _config_section(r, "optim").get("lr", ""), r["best_epoch"],
                 repr(test["video_top1"]), repr(test["video_top5"]),
                 repr(test["clip_top1"]), repr(test["clip_top5"]), test.get("num_videos", ""),
                 test["protocol"], "" if r.get("paper_top1") is None else repr(r["paper_top1"]),
