@@ -18,6 +18,7 @@ import time
 import torch
 
 from vidkd.data.augment import AugmentConfig, ClipAugment
+from vidkd.engine import hardware
 from vidkd.engine.evaluate import autocast
 from vidkd.methods import (
     FRSKD,
@@ -44,9 +45,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=12)
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="let glibc return freed memory to the OS (train.reuse_host_memory=false)")
     args = parser.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
+    reused, _ = hardware.apply_reuse_host_memory(not args.system_malloc, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
@@ -105,7 +109,8 @@ def main() -> None:
             times[name].append(step(name))
     results = {name: args.batch / sorted(ts)[len(ts) // 2] for name, ts in times.items()}
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
-             else f"CPU, {torch.get_num_threads()} threads")
+             else f"CPU, {torch.get_num_threads()} threads, "
+             + ("freed host memory reused" if reused else "system malloc"))
     print(f"3D ResNet-{args.depth} x{args.width}, {args.frames}x{args.size}x{args.size} clips, "
           f"batch {args.batch} videos, median of {args.steps} round-robin steps, {args.precision}, {where}")
     print(f"teacher: 3D ResNet-{args.teacher_depth} x{args.width} (kd; generative_kd's phase-1 "

@@ -22,6 +22,7 @@ import time
 import torch
 
 from vidkd.data.augment import ClipAugment
+from vidkd.engine import hardware
 from vidkd.methods import Baseline
 from vidkd.models.resnet3d import resnet3d
 
@@ -34,8 +35,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="let glibc return freed memory to the OS (train.reuse_host_memory=false)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    reused, _ = hardware.apply_reuse_host_memory(not args.system_malloc, torch.device("cpu"))
     torch.manual_seed(0)
     shape = (args.batch, 3, args.frames, args.size, args.size)
     clips = (torch.rand(shape) * 2 - 1).contiguous(memory_format=torch.channels_last_3d)
@@ -77,7 +81,8 @@ def main() -> None:
             seconds[name].append(time.process_time() - cpu)
     median = {name: statistics.median(values) for name, values in seconds.items()}
     print(f"3D ResNet-18 x{args.width}, {args.frames}x{args.size}x{args.size}, batch {args.batch}, "
-          f"{args.threads} thread(s), median CPU s of {args.steps} interleaved steps")
+          f"{args.threads} thread(s), median CPU s of {args.steps} interleaved steps, "
+          + ("freed host memory reused" if reused else "system malloc"))
     print(f"{'variant':16s} {'step s':>8s} {'vs crop+flip':>13s}")
     for name, value in median.items():
         print(f"{name:16s} {value:8.3f} {value / median['crop+flip']:12.3f}x")

@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from vidkd.config import load_config
-from vidkd.engine import bench
+from vidkd.engine import bench, hardware
 from vidkd.methods import METHODS
 
 #: the convolution kernels' operators (forward and backward) in a CPU profile
@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3,
                         help="timed steps before the profiled one; the best is reported")
     parser.add_argument("--top", type=int, default=12, help="operators listed")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="let glibc return freed memory to the OS (train.reuse_host_memory=false)")
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -50,6 +52,7 @@ def main() -> None:
     device = torch.device("cpu")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    reused, _ = hardware.apply_reuse_host_memory(not args.system_malloc, device)
     runners, _ = bench._runners(cfg, device, 101, ["baseline", args.method])
     runner = next(r for r in runners if r.name == args.method)
     flops = runner.count_flops(cfg, device)
@@ -70,7 +73,9 @@ def main() -> None:
     d = cfg.data
     print(f"{args.method}, 3D ResNet-{cfg.model.depth} x{cfg.model.width_multiplier}, "
           f"{d.clip_len}x{d.crop_size}x{d.crop_size}, batch {cfg.train.batch_size} videos, fp32, "
-          f"{torch.get_num_threads()} threads; matmul peak {peak:.1f} GFLOP/s")
+          f"{torch.get_num_threads()} threads, "
+          + ("freed host memory reused" if reused else "system malloc")
+          + f"; matmul peak {peak:.1f} GFLOP/s")
     print(f"step (best of {args.steps}) {step:.3f} s: {flops / step / 1e9:.1f} GFLOP/s = "
           f"{flops / step / 1e9 / peak:.1%} of peak")
     print(f"profiled step: {total:.3f} s of operator self time, of which convolutions "

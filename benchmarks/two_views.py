@@ -20,7 +20,7 @@ import time
 import torch
 
 from vidkd.config import load_config
-from vidkd.engine import bench
+from vidkd.engine import bench, hardware
 
 
 def main() -> None:
@@ -30,8 +30,11 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=32, help="n, videos per skd_srl step")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="let glibc return freed memory to the OS (train.reuse_host_memory=false)")
     args = parser.parse_args()
     device = torch.device("cpu")
+    reused, _ = hardware.apply_reuse_host_memory(not args.system_malloc, device)
     n = args.videos
 
     def runner(method: str, videos: int):
@@ -54,7 +57,7 @@ def main() -> None:
             seconds[name].append(time.perf_counter() - start)
     step = {name: statistics.median(values) for name, values in seconds.items()}
     print(f"{args.config}, {args.precision}, {torch.get_num_threads()} threads, median of "
-          f"{args.steps} alternating steps")
+          f"{args.steps} alternating steps, " + ("freed host memory reused" if reused else "system malloc"))
     for name, (_, clips) in variants.items():
         print(f"{name:30s} step {step[name]:7.2f} s  {clips / step[name]:7.2f} clips/s")
     skd, da_2n, da_n = step.values()

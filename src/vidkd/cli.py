@@ -31,6 +31,21 @@ from vidkd.files import check_writable
 log = logging.getLogger("vidkd")
 
 
+def _count(least: int):
+    """An argparse type: an integer of at least ``least``, else one line naming the bound."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{value} is below {least}; pass {least} or more")
+        return value
+
+    return parse
+
+
 def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--config", "-c", required=required, help="experiment YAML under configs/")
     parser.add_argument(
@@ -344,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video files, frame folders, or folders searched for them")
     p.add_argument("--clips", type=int, default=10,
                    help="clips per video, spread uniformly, softmax averaged (default: %(default)s)")
-    p.add_argument("--top", type=int, default=5, help="classes shown per video (default: %(default)s)")
+    p.add_argument("--top", type=_count(1), default=5, help="classes shown per video (default: %(default)s)")
     p.add_argument("--json", help="also write the predictions as JSON to this file")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     p.set_defaults(func=cmd_predict)
@@ -355,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the file to write (e.g. student.onnx, student.pt)")
     p.add_argument("--video", help="a video whose decoded clip is checked too (default: a generated one)")
     p.add_argument("--atol", type=float, default=1e-4, help="largest logit difference accepted")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per latency figure")
+    p.add_argument("--repeats", type=_count(1), default=10, help="timed calls per latency figure")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("prepare", help="transcode a dataset to small H.264 files for fast decoding")
@@ -385,14 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
                                      "rate and schedule time on this device")
     p.add_argument("config_path", nargs="?", metavar="CONFIG", help="experiment YAML")
     _add_config_args(p, required=False)
-    p.add_argument("--steps", type=int, default=3, help="timed steps per method and precision")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--steps", type=_count(1), default=3, help="timed steps per method and precision")
+    p.add_argument("--warmup", type=_count(0), default=1, help="untimed steps first")
     p.add_argument("--precisions", default="fp32,bf16", help="comma-separated (default: %(default)s)")
     p.add_argument("--methods", help="comma-separated subset of methods (default: all that run)")
-    p.add_argument("--size", type=int, help="crop size (and short side) instead of the config's")
-    p.add_argument("--frames", type=int, help="clip length instead of the config's")
-    p.add_argument("--batch", type=int, help="videos per step instead of the config's")
-    p.add_argument("--loader-batches", type=int, default=2, help="batches decoded for the loader rate")
+    p.add_argument("--size", type=_count(1), help="crop size (and short side) instead of the config's")
+    p.add_argument("--frames", type=_count(1), help="clip length instead of the config's")
+    p.add_argument("--batch", type=_count(1), help="videos per step instead of the config's")
+    p.add_argument("--loader-batches", type=_count(0), default=2,
+                   help="batches decoded for the loader rate (0: not measured)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.set_defaults(func=cmd_bench)
     return parser

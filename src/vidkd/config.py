@@ -182,6 +182,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # also checkpoint every N training steps; 0 = per epoch only
     accumulate_steps: int = 1  # batches whose gradients add up to one optimiser step
     compile: bool = False  # torch.compile the method's training step and the augmentation pass
+    reuse_host_memory: bool = True  # on a CPU, glibc keeps freed memory for the next step
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,32 @@ def test_bench_times_the_compiled_step_under_train_compile(tmp_path, monkeypatch
     assert sorted(compiled) == ["Baseline", "SKDSRL"]
     assert sorted(forwards) == ["Baseline"] * 3 + ["SKDSRL"] * 3  # warm-up + 2 timed steps each
     assert json.loads(out.read_text())["compile"] is True
+
+
+@pytest.mark.parametrize("argument", [["--steps", "0"], ["--steps", "two"], ["--warmup", "-1"],
+                                      ["--loader-batches", "-1"], ["--batch", "0"]])
+def test_bad_counts_are_one_line_each(argument, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "configs/demo/baseline.yaml", *argument])
+    assert stop.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"vidkd bench: error: argument {argument[0]}: ")
+    assert "below" in error or "whole number" in error
+
+
+def test_no_loader_batches_still_projects_the_schedule(tmp_path, tiny_config, capsys):
+    values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench", train={"epochs": 3})
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(values))
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(config), "--steps", "1", "--warmup", "0", "--size", "16",
+                 "--frames", "2", "--batch", "2", "--methods", "baseline", "--precisions", "fp32",
+                 "--loader-batches", "0", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["loader"]["skipped"] and "--loader-batches 0" in report["loader"]["note"]
+    # the tiny generated dataset: 3 classes x 6 training videos, 10% of them held out for validation
+    videos = report["projection"]["train_videos"]
+    assert 0 < videos < 18
+    rate = report["methods"]["baseline"]["fp32"]["videos_per_s"]
+    assert report["projection"]["seconds"] == pytest.approx(3 * videos / rate)
+    assert " min (" in capsys.readouterr().out  # seconds of training print in minutes, not "0.0 h"

@@ -166,6 +166,9 @@ def _loader_rate(cfg: ExperimentConfig, num_views: int, batches: int) -> dict[st
         splits = build_splits(d, seed=cfg.train.seed, progress=False)
     except VidkdError as error:
         return {"skipped": True, "note": f"loader not measured: {error}"}
+    if batches < 1:
+        return {"skipped": True, "note": "loader not measured: --loader-batches 0",
+                "train_videos": len(splits.train)}
     spec = ClipSpec(d.clip_len, d.frame_stride, d.short_side, d.crop_size)
     dataset = VideoClipDataset(splits.train, spec, "train", num_views, d.same_clip,
                                seed=cfg.train.seed)
@@ -198,6 +201,9 @@ def run_bench(
     d, m, t = cfg.data, cfg.model, cfg.train
     num_classes, known_videos, videos_source = _num_classes_and_videos(cfg)
     notes: list[str] = []
+    memory_reused, memory_problem = hardware.apply_reuse_host_memory(t.reuse_host_memory, device)
+    if memory_problem:
+        notes.append(memory_problem)
     if device.type == "cpu" and "bf16" in precisions:
         problem = hardware.cpu_bf16_step_problem(m.depth, m.width_multiplier, d.clip_len,
                                                    d.crop_size)
@@ -282,7 +288,8 @@ def run_bench(
         "native_bf16_note": _bf16_note(device, native),
         "model": f"3D ResNet-{m.depth} x{m.width_multiplier}",
         "clip": [d.clip_len, d.crop_size, d.crop_size], "batch_videos": t.batch_size,
-        "steps": steps, "compile": t.compile, "precisions": list(precisions),
+        "steps": steps, "compile": t.compile, "host_memory_reused": memory_reused,
+        "precisions": list(precisions),
         "peak_gflops": peak, "methods": report_methods, "skipped_methods": skipped,
         "loader": loader, "projection": projection, "torch": torch.__version__, "notes": notes,
     }
@@ -303,6 +310,10 @@ def _bf16_note(device: torch.device, native: bool | None) -> str:
             "so fp32 stays the default")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The table ``vidkd bench`` prints."""
     precisions = report["precisions"]
@@ -310,7 +321,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['config']}: {report['model']}, {report['clip'][0]}x{report['clip'][1]}x"
         f"{report['clip'][2]} clips, batch {report['batch_videos']} videos, median of "
         f"{report['steps']} interleaved steps, {report['device']}, {report['threads']} threads"
-        + (", compiled" if report["compile"] else ""),
+        + (", compiled" if report["compile"] else "")
+        + (", freed host memory reused" if report.get("host_memory_reused") else ""),
         "matmul peak: " + ", ".join(f"{p} {report['peak_gflops'][p]:.1f} GFLOP/s" for p in precisions)
         + f"; {report['native_bf16_note']}",
     ]
@@ -343,7 +355,7 @@ def format_report(report: dict[str, Any]) -> str:
     if "seconds" in proj:
         lines.append(f"projected schedule: {proj['epochs']} epochs x {proj['train_videos']} videos "
                      f"({proj['train_videos_source']}) with {proj['method']} {proj['precision']}: "
-                     f"{proj['hours']:.1f} h ({proj['note']})")
+                     f"{_duration(proj['seconds'])} ({proj['note']})")
     else:
         lines.append("projected schedule: unknown (the number of training videos is not known)")
     return "\n".join(lines)

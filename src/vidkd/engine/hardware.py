@@ -1,11 +1,13 @@
 """What this machine offers: native bf16 on the CPU, and whether ``torch.compile`` can run.
 
 ``vidkd bench`` reports both; the engine warns before a bf16 run on a CPU that only
-emulates bf16 and refuses ``train.compile`` where no compiler backend exists.
+emulates bf16 and refuses ``train.compile`` where no compiler backend exists. It also
+asks glibc to keep freed memory for the next step (``train.reuse_host_memory``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import platform
 from pathlib import Path
@@ -78,6 +80,51 @@ def compile_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
         raise VidkdError(f"train.compile=true cannot run on {device}: {reason}; "
                          "or set train.compile=false")
     return torch.compile(module)
+
+
+#: glibc's ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+
+def reuse_host_memory() -> str | None:
+    """Make glibc keep freed memory in the heap for reuse; None, or why it cannot here.
+
+    PyTorch takes every CPU tensor from ``malloc``. glibc serves a block over 32 MB with a
+    fresh ``mmap`` and unmaps it on ``free``, so every training step faults in each page of
+    its large activations and gradients again (one ReLU gradient of a 3D ResNet-18 at batch
+    32 is 411 MB). With direct mmaps off (``M_MMAP_MAX`` 0) and trimming off
+    (``M_TRIM_THRESHOLD`` unlimited) the next step reuses the same pages; the process keeps
+    its peak memory instead of returning it between steps. This is what the
+    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` environment variables do, set from
+    inside the process, so that a plain ``vidkd train`` gets it.
+    """
+    libc_name, _ = platform.libc_ver()
+    if platform.system() != "Linux" or libc_name != "glibc":
+        return f"the C library is not glibc ({platform.system()} {libc_name or 'unknown libc'})"
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError) as error:
+        return f"glibc's mallopt is not reachable ({error})"
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # mallopt takes an int; glibc reads -1 as the largest size_t, i.e. never trim
+    if mallopt(_M_MMAP_MAX, 0) != 1 or mallopt(_M_TRIM_THRESHOLD, -1) != 1:
+        return "glibc's mallopt refused M_MMAP_MAX or M_TRIM_THRESHOLD"
+    return None
+
+
+def apply_reuse_host_memory(enabled: bool, device: torch.device) -> tuple[bool, str | None]:
+    """``train.reuse_host_memory`` for a run on ``device``: (applied, why not where it failed).
+
+    Only a CPU run computes on host memory, so a GPU run leaves glibc as it is.
+    """
+    if not enabled or device.type != "cpu":
+        return False, None
+    problem = reuse_host_memory()
+    if problem is None:
+        return True, None
+    return False, (f"train.reuse_host_memory: {problem}, so each CPU step faults its large "
+                   "tensors in again; set train.reuse_host_memory=false to silence this")
 
 
 _BF16_PROBE = """

@@ -152,6 +152,7 @@ FIXED = ("name", "model.", "data.dataset", "data.root", "data.annotations",
 #: bookkeeping, budget or evaluation only: allowed, recorded in the run's history
 FREE = ("train.epochs", "train.log_every", "train.threads", "train.keep_checkpoints",
         "train.checkpoint_every_steps", "train.device", "train.out_dir", "train.compile",
+        "train.reuse_host_memory",
         "data.num_workers", "data.max_failed_fraction", "data.test_clips", "data.cache",
         "data.cache_budget_mb", "eval.", "paper.")
 

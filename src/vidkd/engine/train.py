@@ -50,7 +50,12 @@ from vidkd.engine.checkpoint import (
     set_rng_state,
 )
 from vidkd.engine.evaluate import EvalResult, autocast, evaluate
-from vidkd.engine.hardware import bf16_warning, compile_module, cpu_bf16_step_problem
+from vidkd.engine.hardware import (
+    apply_reuse_host_memory,
+    bf16_warning,
+    compile_module,
+    cpu_bf16_step_problem,
+)
 from vidkd.engine.rundir import (
     MARKER,
     RunLock,
@@ -387,6 +392,9 @@ def _train(
 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    _, memory_problem = apply_reuse_host_memory(cfg.train.reuse_host_memory, device)
+    if memory_problem and is_main:
+        log.warning("%s", memory_problem)
     if device.type == "cuda":  # clip shapes are fixed: let cuDNN pick its fastest 3D kernels
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.train.seed + dist_info.rank)
