@@ -29,6 +29,8 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--videos", type=int, default=32, help="n, videos per skd_srl step")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed rounds first: glibc's heap settles within a few steps")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     parser.add_argument("--system-malloc", action="store_true",
                         help="let glibc return freed memory to the OS (train.reuse_host_memory=false)")
@@ -47,8 +49,9 @@ def main() -> None:
         f"baseline_da n={2 * n} ({2 * n} clips)": (runner("baseline_da", 2 * n), 2 * n),
         f"baseline_da n={n} ({n} clips)": (runner("baseline_da", n), n),
     }
-    for (cfg, r), _ in variants.values():  # warm-up
-        r.step(cfg, device, args.precision)
+    for _ in range(args.warmup):
+        for (cfg, r), _ in variants.values():
+            r.step(cfg, device, args.precision)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.steps):
         for name, ((cfg, r), _) in variants.items():

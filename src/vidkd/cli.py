@@ -401,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_path", nargs="?", metavar="CONFIG", help="experiment YAML")
     _add_config_args(p, required=False)
     p.add_argument("--steps", type=_count(1), default=3, help="timed steps per method and precision")
-    p.add_argument("--warmup", type=_count(0), default=1, help="untimed steps first")
+    p.add_argument("--warmup", type=_count(0), default=3,
+                   help="untimed steps first, per method and precision; glibc's heap takes a few "
+                        "steps to settle on a new clip shape (default: %(default)s)")
     p.add_argument("--precisions", default="fp32,bf16", help="comma-separated (default: %(default)s)")
     p.add_argument("--methods", help="comma-separated subset of methods (default: all that run)")
     p.add_argument("--size", type=_count(1), help="crop size (and short side) instead of the config's")

@@ -14,7 +14,7 @@ import yaml
 from vidkd.cli import main
 from vidkd.config import config_from_dict
 from vidkd.engine import hardware
-from vidkd.engine.train import train
+from vidkd.engine.train import evaluate_student, train
 
 # A 64 MB tensor made and freed 30 times: the page faults of the last 5, on stdout.
 _REALLOCATE = """
@@ -69,12 +69,16 @@ def test_another_c_library_is_one_line_naming_the_key(monkeypatch):
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_train_and_bench_apply_the_key(enabled, tmp_path, synthetic_cache, tiny_config,
+def test_train_eval_and_bench_apply_the_key(enabled, tmp_path, synthetic_cache, tiny_config,
                                        monkeypatch, capsys):
     calls: list[str] = []
     monkeypatch.setattr(hardware, "reuse_host_memory", lambda: calls.append("mallopt"))
     values = tiny_config(synthetic_cache, tmp_path, train={"epochs": 1, "reuse_host_memory": enabled})
-    train(config_from_dict(values), progress=False)
+    cfg = config_from_dict(values)
+    train(cfg, progress=False)
+    assert calls == (["mallopt"] if enabled else [])
+    calls.clear()
+    evaluate_student(cfg, tmp_path / "tiny" / "student.safetensors", progress=False)  # vidkd eval
     assert calls == (["mallopt"] if enabled else [])
 
     calls.clear()

@@ -189,7 +189,7 @@ def _loader_rate(cfg: ExperimentConfig, num_views: int, batches: int) -> dict[st
 
 
 def run_bench(
-    cfg: ExperimentConfig, steps: int = 3, warmup: int = 1, precisions: tuple[str, ...] = PRECISIONS,
+    cfg: ExperimentConfig, steps: int = 3, warmup: int = 3, precisions: tuple[str, ...] = PRECISIONS,
     loader_batches: int = 2, methods: list[str] | None = None,
 ) -> dict[str, Any]:
     """Measure everything above; returns the JSON-ready report."""

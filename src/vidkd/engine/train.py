@@ -673,6 +673,9 @@ def evaluate_student(
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Score a shipped student on the test split of ``cfg.data`` (``vidkd eval``)."""
     device = distributed.resolve_device(cfg.train.device)
+    _, memory_problem = apply_reuse_host_memory(cfg.train.reuse_host_memory, device)
+    if memory_problem:
+        log.warning("%s", memory_problem)
     student, description = load_student(checkpoint, device)
     splits = build_splits(cfg.data, seed=cfg.train.seed, progress=progress)
     if description["num_classes"] != len(splits.classes):
