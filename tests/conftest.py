@@ -17,6 +17,35 @@ from torch import Tensor, nn
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+class FakeGlibc:
+    """Records ``mallopt`` and ``malloc_trim`` instead of changing this process's allocator."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, int] | tuple[str, int]] = []
+        self.refuse: set[int] = set()  # mallopt parameters it answers 0 (refused) for
+
+    def mallopt(self, parameter: int, value: int) -> int:
+        self.calls.append(("mallopt", parameter, value))
+        return 0 if parameter in self.refuse else 1
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("malloc_trim", pad))
+        return 1
+
+
+@pytest.fixture(autouse=True)
+def fake_glibc(monkeypatch) -> FakeGlibc:
+    """glibc's allocator settings belong to the whole process: tests that train record them
+    here, so that no test changes how later ones allocate (subprocesses get the real glibc)."""
+    from vidkd.engine import hardware
+
+    fake = FakeGlibc()
+    monkeypatch.setattr(hardware, "_glibc", lambda: fake)
+    monkeypatch.setattr(hardware, "_reusing", False)
+    monkeypatch.setattr(hardware, "_allocator_chosen_by_environment", lambda: None)
+    return fake
+
+
 @pytest.fixture
 def shared() -> Path:
     """The real sample data (``../shared/data``): skipped when absent, required under CI."""

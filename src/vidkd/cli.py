@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vidkd.errors import VidkdError
@@ -31,7 +32,11 @@ from vidkd.files import check_writable
 log = logging.getLogger("vidkd")
 
 
-def _count(least: int):
+#: what ``vidkd bench --precisions`` can time (the values of train.precision)
+BENCH_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _count(least: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least ``least``, else one line naming the bound."""
 
     def parse(text: str) -> int:
@@ -44,6 +49,17 @@ def _count(least: int):
         return value
 
     return parse
+
+
+def _tolerance(text: str) -> float:
+    """An argparse type: a finite number above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a tolerance; pass a number above 0, e.g. 1e-4")
+    return value
 
 
 def _add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -288,12 +304,27 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _names(text: str, option: str, known: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of ``known`` names, or one line naming what is not one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        what = f"unknown {', '.join(unknown)}" if unknown else "names nothing"
+        raise VidkdError(f"{option} {text!r}: {what}; pass some of {','.join(known)}")
+    return names
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from vidkd.config import load_config
     from vidkd.engine.bench import format_report, run_bench
+    from vidkd.methods import METHODS
 
     if args.config_path and args.config:
         raise VidkdError("vidkd bench takes CONFIG or --config, not both")
+    if args.json:
+        check_writable(args.json, "--json")
+    precisions = tuple(_names(args.precisions, "--precisions", BENCH_PRECISIONS))
+    methods = _names(args.methods, "--methods", tuple(METHODS)) if args.methods is not None else None
     overrides = list(args.overrides)
     if args.size is not None:
         overrides += [f"data.crop_size={args.size}", f"data.short_side={args.size}"]
@@ -302,8 +333,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.batch is not None:
         overrides.append(f"train.batch_size={args.batch}")
     cfg = load_config(args.config_path or args.config, overrides)
-    precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     report = run_bench(cfg, steps=args.steps, warmup=args.warmup, precisions=precisions,
                        loader_batches=args.loader_batches, methods=methods)
     print(format_report(report))
@@ -369,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
     p.add_argument("--out", required=True, help="the file to write (e.g. student.onnx, student.pt)")
     p.add_argument("--video", help="a video whose decoded clip is checked too (default: a generated one)")
-    p.add_argument("--atol", type=float, default=1e-4, help="largest logit difference accepted")
+    p.add_argument("--atol", type=_tolerance, default=1e-4, help="largest logit difference accepted")
     p.add_argument("--repeats", type=_count(1), default=10, help="timed calls per latency figure")
     p.set_defaults(func=cmd_export)
 

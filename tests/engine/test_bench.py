@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from vidkd.cli import main
-from vidkd.engine import hardware
+from vidkd.engine import bench, hardware
 from vidkd.methods import METHODS
 
 
@@ -132,4 +132,29 @@ def test_no_loader_batches_still_projects_the_schedule(tmp_path, tiny_config, ca
     assert 0 < videos < 18
     rate = report["methods"]["baseline"]["fp32"]["videos_per_s"]
     assert report["projection"]["seconds"] == pytest.approx(3 * videos / rate)
-    assert " min (" in capsys.readouterr().out  # seconds of training print in minutes, not "0.0 h"
+    seconds = f"{report['projection']['seconds']:.1f} s ("  # under a minute: not "0.0 h"
+    assert seconds in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("seconds", "printed"), [(0.04, "0.0 s"), (59.9, "59.9 s"),
+                                                  (60, "1.0 min"), (3599, "60.0 min"),
+                                                  (3600, "1.0 h"), (86400 * 3, "72.0 h")])
+def test_projected_durations_keep_their_digits(seconds, printed):
+    assert bench._duration(seconds) == printed
+
+
+@pytest.mark.parametrize(("argument", "expect"), [
+    (["--precisions", "fp32,fp64"], "--precisions 'fp32,fp64': unknown fp64; pass some of fp32,bf16,fp16"),
+    (["--precisions", ","], "--precisions ',': names nothing"),
+    (["--methods", "baseline,skd-srl"], "--methods 'baseline,skd-srl': unknown skd-srl; pass some of baseline,"),
+    (["--json", "DIR"], "is a directory: pass a writable file path to --json"),
+])
+def test_bad_names_and_paths_fail_before_any_step(argument, expect, tmp_path, monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the bench started before its arguments were checked")
+
+    monkeypatch.setattr(bench, "run_bench", no_work)
+    argument = [str(tmp_path) if a == "DIR" else a for a in argument]
+    assert main(["bench", "configs/demo/baseline.yaml", *argument]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("vidkd: error: ") and expect in error

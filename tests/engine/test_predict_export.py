@@ -197,3 +197,14 @@ def test_predict_export_bad_input_is_one_line(tmp_path, student_file, capsys, ca
     assert len(lines) == 1 and expect in lines[0], err
     assert "Traceback" not in err
     assert not (tmp_path / "s.pt").exists()
+
+
+@pytest.mark.parametrize("atol", ["0", "-1e-4", "nan", "inf", "tiny"])
+def test_export_tolerance_must_be_a_positive_number(atol, student_file, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["export", str(student_file), "--format", "torchscript", "--out", str(tmp_path / "s.pt"),
+              "--atol", atol])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "vidkd export: error: argument --atol: ")
+    assert not (tmp_path / "s.pt").exists()

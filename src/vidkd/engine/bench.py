@@ -201,9 +201,9 @@ def run_bench(
     d, m, t = cfg.data, cfg.model, cfg.train
     num_classes, known_videos, videos_source = _num_classes_and_videos(cfg)
     notes: list[str] = []
-    memory_reused, memory_problem = hardware.apply_reuse_host_memory(t.reuse_host_memory, device)
-    if memory_problem:
-        notes.append(memory_problem)
+    memory_reused, memory_note = hardware.apply_reuse_host_memory(t.reuse_host_memory, device)
+    if memory_note:
+        notes.append(memory_note)
     if device.type == "cpu" and "bf16" in precisions:
         problem = hardware.cpu_bf16_step_problem(m.depth, m.width_multiplier, d.clip_len,
                                                    d.crop_size)
@@ -288,7 +288,7 @@ def run_bench(
         "native_bf16_note": _bf16_note(device, native),
         "model": f"3D ResNet-{m.depth} x{m.width_multiplier}",
         "clip": [d.clip_len, d.crop_size, d.crop_size], "batch_videos": t.batch_size,
-        "steps": steps, "compile": t.compile, "host_memory_reused": memory_reused,
+        "steps": steps, "warmup": warmup, "compile": t.compile, "host_memory_reused": memory_reused,
         "precisions": list(precisions),
         "peak_gflops": peak, "methods": report_methods, "skipped_methods": skipped,
         "loader": loader, "projection": projection, "torch": torch.__version__, "notes": notes,
@@ -311,7 +311,10 @@ def _bf16_note(device: torch.device, native: bool | None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+    """Hours, minutes or seconds: whichever shows the projection without rounding it to 0."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -320,7 +323,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"{report['config']}: {report['model']}, {report['clip'][0]}x{report['clip'][1]}x"
         f"{report['clip'][2]} clips, batch {report['batch_videos']} videos, median of "
-        f"{report['steps']} interleaved steps, {report['device']}, {report['threads']} threads"
+        f"{report['steps']} interleaved steps after {report.get('warmup', '?')} warm-up, "
+        f"{report['device']}, {report['threads']} threads"
         + (", compiled" if report["compile"] else "")
         + (", freed host memory reused" if report.get("host_memory_reused") else ""),
         "matmul peak: " + ", ".join(f"{p} {report['peak_gflops'][p]:.1f} GFLOP/s" for p in precisions)

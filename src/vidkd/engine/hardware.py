@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import platform
 from pathlib import Path
 
@@ -82,9 +83,42 @@ def compile_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     return torch.compile(module)
 
 
-#: glibc's ``mallopt`` parameters (malloc.h)
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
+#: glibc's ``mallopt`` parameters (malloc.h), and glibc's defaults for them
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+#: environment through which the user already chose how memory is allocated: left alone
+_ALLOCATOR_ENVIRONMENT = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
+                          "MALLOC_TOP_PAD_")
+
+#: whether this process's glibc currently keeps freed memory because vidkd asked it to:
+#: the allocator's settings belong to the whole process, and this mirrors them
+_reusing = False
+
+
+def _glibc() -> ctypes.CDLL | str:
+    """This process's glibc, or why there is none to tune."""
+    libc_name, _ = platform.libc_ver()
+    if libc_name != "glibc":
+        return f"the C library is not glibc ({platform.system()} {libc_name or 'unknown libc'})"
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    except (OSError, AttributeError) as error:
+        return f"glibc's mallopt is not reachable ({error})"
+    return libc
+
+
+def _allocator_chosen_by_environment() -> str | None:
+    """The variable through which the user already tuned or replaced malloc, if any."""
+    for name in _ALLOCATOR_ENVIRONMENT:
+        if name in os.environ:
+            return name
+    if "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return "GLIBC_TUNABLES"
+    if "malloc" in os.environ.get("LD_PRELOAD", "").lower():  # jemalloc, tcmalloc, mimalloc
+        return "LD_PRELOAD"
+    return None
 
 
 def reuse_host_memory() -> str | None:
@@ -94,37 +128,67 @@ def reuse_host_memory() -> str | None:
     fresh ``mmap`` and unmaps it on ``free``, so every training step faults in each page of
     its large activations and gradients again (one ReLU gradient of a 3D ResNet-18 at batch
     32 is 411 MB). With direct mmaps off (``M_MMAP_MAX`` 0) and trimming off
-    (``M_TRIM_THRESHOLD`` unlimited) the next step reuses the same pages; the process keeps
-    its peak memory instead of returning it between steps. This is what the
-    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=...`` environment variables do, set from
-    inside the process, so that a plain ``vidkd train`` gets it.
+    (``M_TRIM_THRESHOLD`` unlimited) the next step reuses the same pages. These are the
+    knobs of the ``MALLOC_MMAP_MAX_`` and ``MALLOC_TRIM_THRESHOLD_`` environment variables,
+    set from inside the process so that a plain ``vidkd train`` gets them. They hold for
+    the whole process, for allocations of its main thread's heap; large blocks of other
+    threads still come from ``mmap``. Freed blocks that no later request fits stay held
+    until :func:`trim_host_memory`.
     """
-    libc_name, _ = platform.libc_ver()
-    if platform.system() != "Linux" or libc_name != "glibc":
-        return f"the C library is not glibc ({platform.system()} {libc_name or 'unknown libc'})"
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError) as error:
-        return f"glibc's mallopt is not reachable ({error})"
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    global _reusing
+    libc = _glibc()
+    if isinstance(libc, str):
+        return libc
     # mallopt takes an int; glibc reads -1 as the largest size_t, i.e. never trim
-    if mallopt(_M_MMAP_MAX, 0) != 1 or mallopt(_M_TRIM_THRESHOLD, -1) != 1:
+    if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, -1) != 1:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
         return "glibc's mallopt refused M_MMAP_MAX or M_TRIM_THRESHOLD"
+    _reusing = True
     return None
 
 
-def apply_reuse_host_memory(enabled: bool, device: torch.device) -> tuple[bool, str | None]:
-    """``train.reuse_host_memory`` for a run on ``device``: (applied, why not where it failed).
+def return_host_memory() -> None:
+    """Undo :func:`reuse_host_memory`: glibc's defaults again, freed memory handed back."""
+    global _reusing
+    libc = _glibc()
+    if not _reusing or isinstance(libc, str):
+        return
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+    _reusing = False
 
-    Only a CPU run computes on host memory, so a GPU run leaves glibc as it is.
+
+def trim_host_memory() -> None:
+    """Hand the heap's free pages back to the OS (``malloc_trim``), where memory is reused.
+
+    The engine calls it once an epoch, so that freed blocks no request fitted cannot pile up
+    over a run; the next steps fault their pages in once more.
     """
-    if not enabled or device.type != "cpu":
+    libc = _glibc()
+    if _reusing and not isinstance(libc, str):
+        libc.malloc_trim(0)
+
+
+def apply_reuse_host_memory(enabled: bool, device: torch.device) -> tuple[bool, str | None]:
+    """``train.reuse_host_memory`` for a run on ``device``: (reused, why not, where it is on).
+
+    Only a CPU run computes on host memory, so a GPU run leaves the allocator as it is. Off,
+    it undoes what an earlier run of this process set.
+    """
+    if device.type != "cpu":
+        return _reusing, None
+    if not enabled:
+        return_host_memory()
         return False, None
+    chosen = _allocator_chosen_by_environment()
+    if chosen is not None:
+        return False, f"train.reuse_host_memory: not applied, {chosen} already sets the allocator"
     problem = reuse_host_memory()
     if problem is None:
         return True, None
-    return False, (f"train.reuse_host_memory: {problem}, so each CPU step faults its large "
-                   "tensors in again; set train.reuse_host_memory=false to silence this")
+    return False, (f"train.reuse_host_memory: not applied, {problem}; each CPU step faults its "
+                   "large tensors in again")
 
 
 _BF16_PROBE = """
@@ -150,7 +214,6 @@ def cpu_bf16_step_problem(
     frames train fine). A child process tries one step of two clips of the real shape, so
     that a crash or hang does not take the caller down.
     """
-    import os
     import subprocess
     import sys
 

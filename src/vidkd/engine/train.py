@@ -55,6 +55,7 @@ from vidkd.engine.hardware import (
     bf16_warning,
     compile_module,
     cpu_bf16_step_problem,
+    trim_host_memory,
 )
 from vidkd.engine.rundir import (
     MARKER,
@@ -392,9 +393,9 @@ def _train(
 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    _, memory_problem = apply_reuse_host_memory(cfg.train.reuse_host_memory, device)
-    if memory_problem and is_main:
-        log.warning("%s", memory_problem)
+    _, memory_note = apply_reuse_host_memory(cfg.train.reuse_host_memory, device)
+    if memory_note and is_main:
+        log.info("%s", memory_note)
     if device.type == "cuda":  # clip shapes are fixed: let cuDNN pick its fastest 3D kernels
         torch.backends.cudnn.benchmark = True
     seed_everything(cfg.train.seed + dist_info.rank)
@@ -565,6 +566,7 @@ def _train(
         bar.close()
         epoch_seconds = elapsed_before + time.perf_counter() - started
         epoch_times.append(epoch_seconds)
+        trim_host_memory()  # freed blocks that no step reused go back to the OS
 
         _note_failures(failed_seen, epoch_failed)
 
@@ -673,9 +675,9 @@ def evaluate_student(
 ) -> tuple[EvalResult, dict[str, Any]]:
     """Score a shipped student on the test split of ``cfg.data`` (``vidkd eval``)."""
     device = distributed.resolve_device(cfg.train.device)
-    _, memory_problem = apply_reuse_host_memory(cfg.train.reuse_host_memory, device)
-    if memory_problem:
-        log.warning("%s", memory_problem)
+    _, memory_note = apply_reuse_host_memory(cfg.train.reuse_host_memory, device)
+    if memory_note:
+        log.info("%s", memory_note)
     student, description = load_student(checkpoint, device)
     splits = build_splits(cfg.data, seed=cfg.train.seed, progress=progress)
     if description["num_classes"] != len(splits.classes):
