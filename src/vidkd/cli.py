@@ -306,7 +306,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _names(text: str, option: str, known: tuple[str, ...]) -> list[str]:
     """A comma-separated list of ``known`` names, or one line naming what is not one."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
     unknown = [name for name in names if name not in known]
     if unknown or not names:
         what = f"unknown {', '.join(unknown)}" if unknown else "names nothing"
@@ -337,7 +337,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        loader_batches=args.loader_batches, methods=methods)
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        except OSError as error:
+            raise VidkdError(f"--json {args.json}: the report could not be written ({error.strerror}); "
+                             "the table above has every figure") from None
         print(f"written: {args.json}")
     return 0
 
@@ -459,9 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vidkd: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = ("the same `vidkd compare` command continues where it stopped" if args.command == "compare"
-                 else "`vidkd train --resume` continues from the last checkpoint")
-        print(f"vidkd: interrupted; {again}", file=sys.stderr)
+        again = {"compare": "; the same `vidkd compare` command continues where it stopped",
+                 "train": "; `vidkd train --resume` continues from the last checkpoint"}
+        print(f"vidkd: interrupted{again.get(args.command, '')}", file=sys.stderr)
         return 130
 
 

@@ -137,7 +137,8 @@ def test_no_loader_batches_still_projects_the_schedule(tmp_path, tiny_config, ca
 
 
 @pytest.mark.parametrize(("seconds", "printed"), [(0.04, "0.0 s"), (59.9, "59.9 s"),
-                                                  (60, "1.0 min"), (3599, "60.0 min"),
+                                                  (59.96, "1.0 min"), (60, "1.0 min"),
+                                                  (3590, "59.8 min"), (3599, "1.0 h"),
                                                   (3600, "1.0 h"), (86400 * 3, "72.0 h")])
 def test_projected_durations_keep_their_digits(seconds, printed):
     assert bench._duration(seconds) == printed
@@ -158,3 +159,15 @@ def test_bad_names_and_paths_fail_before_any_step(argument, expect, tmp_path, mo
     assert main(["bench", "configs/demo/baseline.yaml", *argument]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("vidkd: error: ") and expect in error
+
+
+def test_fp16_on_a_cpu_is_one_line_before_any_work(monkeypatch, capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the bench indexed data or timed a step before refusing fp16")
+
+    monkeypatch.setattr(bench, "_num_classes_and_videos", no_work)
+    assert main(["bench", "configs/demo/baseline.yaml", "--precisions", "fp32,fp16",
+                 "--set", "train.device=cpu"]) == 2
+    error = capsys.readouterr().err
+    assert error == ("vidkd: error: vidkd bench --precisions fp16: fp16 autocast is for GPUs; "
+                     "on a CPU pass --precisions fp32,bf16\n")

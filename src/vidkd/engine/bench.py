@@ -194,6 +194,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure everything above; returns the JSON-ready report."""
     device = distributed.resolve_device(cfg.train.device)
+    if device.type == "cpu" and "fp16" in precisions:
+        raise VidkdError("vidkd bench --precisions fp16: fp16 autocast is for GPUs; on a CPU pass "
+                         "--precisions fp32,bf16")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     if device.type == "cuda":
@@ -312,9 +315,9 @@ def _bf16_note(device: torch.device, native: bool | None) -> str:
 
 def _duration(seconds: float) -> str:
     """Hours, minutes or seconds: whichever shows the projection without rounding it to 0."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if round(seconds / 60, 1) < 60 else f"{seconds / 3600:.1f} h"
 
 
 def format_report(report: dict[str, Any]) -> str:

@@ -83,12 +83,17 @@ def compile_module(module: torch.nn.Module, device: torch.device) -> torch.nn.Mo
     return torch.compile(module)
 
 
-#: glibc's ``mallopt`` parameters (malloc.h), and glibc's defaults for them
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
+#: glibc's ``mallopt`` parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
+#: glibc's usual behaviour, as near as ``mallopt`` can set it back: its default mmap count,
+#: and the mmap and trim thresholds its adaptive rule settles at (32 MiB and twice that);
+#: any ``mallopt`` call switches that rule off for good
+_USUAL = ((_M_MMAP_MAX, 65536), (_M_MMAP_THRESHOLD, 32 * 2**20), (_M_TRIM_THRESHOLD, 64 * 2**20))
 #: environment through which the user already chose how memory is allocated: left alone
 _ALLOCATOR_ENVIRONMENT = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_",
                           "MALLOC_TOP_PAD_")
+_ALLOCATOR_TUNABLES = ("glibc.malloc.mmap_max", "glibc.malloc.trim_threshold",
+                       "glibc.malloc.mmap_threshold", "glibc.malloc.top_pad")
 
 #: whether this process's glibc currently keeps freed memory because vidkd asked it to:
 #: the allocator's settings belong to the whole process, and this mirrors them
@@ -114,7 +119,8 @@ def _allocator_chosen_by_environment() -> str | None:
     for name in _ALLOCATOR_ENVIRONMENT:
         if name in os.environ:
             return name
-    if "malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(tunable in tunables for tunable in _ALLOCATOR_TUNABLES):
         return "GLIBC_TUNABLES"
     if "malloc" in os.environ.get("LD_PRELOAD", "").lower():  # jemalloc, tcmalloc, mimalloc
         return "LD_PRELOAD"
@@ -131,50 +137,64 @@ def reuse_host_memory() -> str | None:
     (``M_TRIM_THRESHOLD`` unlimited) the next step reuses the same pages. These are the
     knobs of the ``MALLOC_MMAP_MAX_`` and ``MALLOC_TRIM_THRESHOLD_`` environment variables,
     set from inside the process so that a plain ``vidkd train`` gets them. They hold for
-    the whole process, for allocations of its main thread's heap; large blocks of other
-    threads still come from ``mmap``. Freed blocks that no later request fits stay held
-    until :func:`trim_host_memory`.
+    the whole process, its threads and the loader workers it forks; only a block too large
+    for a thread's own heap (64 MiB) still comes from ``mmap`` there. Freed blocks that no
+    later request fits stay held until :func:`trim_host_memory`.
     """
     global _reusing
     libc = _glibc()
     if isinstance(libc, str):
         return libc
+    if libc.mallopt(_M_MMAP_MAX, 0) != 1:
+        return "glibc's mallopt refused M_MMAP_MAX"
     # mallopt takes an int; glibc reads -1 as the largest size_t, i.e. never trim
-    if libc.mallopt(_M_MMAP_MAX, 0) != 1 or libc.mallopt(_M_TRIM_THRESHOLD, -1) != 1:
-        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-        return "glibc's mallopt refused M_MMAP_MAX or M_TRIM_THRESHOLD"
+    if libc.mallopt(_M_TRIM_THRESHOLD, -1) != 1:
+        _set_usual(libc)
+        return "glibc's mallopt refused M_TRIM_THRESHOLD"
     _reusing = True
     return None
 
 
-def return_host_memory() -> None:
-    """Undo :func:`reuse_host_memory`: glibc's defaults again, freed memory handed back."""
+def _set_usual(libc: ctypes.CDLL) -> None:
     global _reusing
-    libc = _glibc()
-    if not _reusing or isinstance(libc, str):
-        return
-    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-    libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-    libc.malloc_trim(0)
+    for parameter, value in _USUAL:
+        libc.mallopt(parameter, value)
     _reusing = False
+
+
+def return_host_memory() -> None:
+    """Undo :func:`reuse_host_memory` as far as glibc allows, and hand freed memory back.
+
+    glibc's thresholds are adaptive until the first ``mallopt``; this sets them where the
+    adaptive rule settles (:data:`_USUAL`). Only a new process gets the adaptive rule back.
+    """
+    if not _reusing:
+        return
+    libc = _glibc()
+    if not isinstance(libc, str):
+        _set_usual(libc)
+        libc.malloc_trim(0)
 
 
 def trim_host_memory() -> None:
     """Hand the heap's free pages back to the OS (``malloc_trim``), where memory is reused.
 
-    The engine calls it once an epoch, so that freed blocks no request fitted cannot pile up
-    over a run; the next steps fault their pages in once more.
+    The engine calls it once an epoch, after validation, so that freed blocks no request
+    fitted cannot pile up over a run; the next steps fault their pages in once more.
     """
+    if not _reusing:
+        return
     libc = _glibc()
-    if _reusing and not isinstance(libc, str):
+    if not isinstance(libc, str):
         libc.malloc_trim(0)
 
 
 def apply_reuse_host_memory(enabled: bool, device: torch.device) -> tuple[bool, str | None]:
-    """``train.reuse_host_memory`` for a run on ``device``: (reused, why not, where it is on).
+    """``train.reuse_host_memory`` for a run on ``device``: (reused, why not where it is not).
 
-    Only a CPU run computes on host memory, so a GPU run leaves the allocator as it is. Off,
-    it undoes what an earlier run of this process set.
+    Only a CPU run computes on host memory, so a GPU run changes nothing, and says whether
+    an earlier CPU run of this process left reuse on. Off, it undoes what an earlier run of
+    this process set, as far as glibc allows (:func:`return_host_memory`).
     """
     if device.type != "cpu":
         return _reusing, None
@@ -187,8 +207,7 @@ def apply_reuse_host_memory(enabled: bool, device: torch.device) -> tuple[bool, 
     problem = reuse_host_memory()
     if problem is None:
         return True, None
-    return False, (f"train.reuse_host_memory: not applied, {problem}; each CPU step faults its "
-                   "large tensors in again")
+    return False, f"train.reuse_host_memory: not applied, {problem}"
 
 
 _BF16_PROBE = """

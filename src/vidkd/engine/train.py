@@ -566,7 +566,6 @@ def _train(
         bar.close()
         epoch_seconds = elapsed_before + time.perf_counter() - started
         epoch_times.append(epoch_seconds)
-        trim_host_memory()  # freed blocks that no step reused go back to the OS
 
         _note_failures(failed_seen, epoch_failed)
 
@@ -609,6 +608,7 @@ def _train(
                 f"lr {record['lr']:.2g}  {epoch_seconds:.1f}s  ({record['clips_per_second']:.1f} clips/s)"
                 + (f"  skipped videos: {len(failed_seen)}" if failed_seen else "")
             )
+        trim_host_memory()  # blocks freed by training and validation that nothing reused
         distributed.barrier()
 
     # ship the last student, then score the best-validation student on the test split
