@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -101,6 +102,21 @@ def sgd_steps(method: nn.Module, clips: Tensor, labels: Tensor, steps: int = 1,
         optimizer.step()
         history.append({k: float(v.detach()) for k, v in losses.items()})
     return history
+
+
+def tiny_bench(tmp_path: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """``vidkd bench`` of the config ``values``: one fp32 baseline step on 2x16x16 clips, no
+    loader batches; the JSON report."""
+    import yaml
+
+    from vidkd.cli import main
+
+    config, out = tmp_path / "bench.yaml", tmp_path / "bench.json"
+    config.write_text(yaml.safe_dump(values))
+    assert main(["bench", str(config), "--steps", "1", "--warmup", "0", "--size", "16",
+                 "--frames", "2", "--batch", "2", "--methods", "baseline", "--precisions", "fp32",
+                 "--loader-batches", "0", "--json", str(out)]) == 0
+    return json.loads(out.read_text())
 
 
 def tiny_demo_overrides(out_dir: Path, cache: Path) -> list[str]:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import tiny_bench
 
 from vidkd.cli import main
 from vidkd.engine import bench, hardware
@@ -119,13 +120,7 @@ def test_bad_counts_are_one_line_each(argument, capsys):
 
 def test_no_loader_batches_still_projects_the_schedule(tmp_path, tiny_config, capsys):
     values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench", train={"epochs": 3})
-    config = tmp_path / "bench.yaml"
-    config.write_text(yaml.safe_dump(values))
-    out = tmp_path / "bench.json"
-    assert main(["bench", str(config), "--steps", "1", "--warmup", "0", "--size", "16",
-                 "--frames", "2", "--batch", "2", "--methods", "baseline", "--precisions", "fp32",
-                 "--loader-batches", "0", "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
+    report = tiny_bench(tmp_path, values)
     assert report["loader"]["skipped"] and "--loader-batches 0" in report["loader"]["note"]
     # the tiny generated dataset: 3 classes x 6 training videos, 10% of them held out for validation
     videos = report["projection"]["train_videos"]

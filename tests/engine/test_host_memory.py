@@ -10,9 +10,8 @@ import sys
 
 import pytest
 import torch
-import yaml
+from conftest import tiny_bench
 
-from vidkd.cli import main
 from vidkd.config import config_from_dict
 from vidkd.engine import hardware
 from vidkd.engine.train import evaluate_student, train
@@ -173,14 +172,9 @@ def test_train_eval_and_bench_apply_the_key(enabled, tmp_path, synthetic_cache, 
     assert fake_glibc.calls == (REUSE if enabled else [])
 
     fake_glibc.calls.clear()
-    config = tmp_path / "bench.yaml"
-    config.write_text(yaml.safe_dump(values))
-    out = tmp_path / "bench.json"
-    assert main(["bench", str(config), "--steps", "1", "--warmup", "0", "--size", "16",
-                 "--frames", "2", "--batch", "2", "--methods", "baseline", "--precisions", "fp32",
-                 "--loader-batches", "0", "--json", str(out)]) == 0
+    report = tiny_bench(tmp_path, values)
     assert fake_glibc.calls == (REUSE if enabled else [])
-    assert json.loads(out.read_text())["host_memory_reused"] is enabled
+    assert report["host_memory_reused"] is enabled
     assert ("freed host memory reused" in capsys.readouterr().out) is enabled
 
 
