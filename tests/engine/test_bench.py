@@ -52,6 +52,10 @@ def test_bench_writes_every_field(tmp_path, tiny_config, monkeypatch, capsys):
     loader = report["loader"]  # the tiny generated dataset is on disk: measured
     assert loader["skipped"] is False and loader["clips_per_s_per_worker"] > 0
     assert loader["workers_needed"] >= 1 and loader["train_videos"] > 0
+    # in the training process each step also waits for its clips: step rate / loader rate
+    cost = loader["step_clips_per_s"] / loader["clips_per_s_per_worker"]
+    assert loader["in_process_step_cost"] == pytest.approx(cost)
+    assert f"(data.num_workers=0) adds {cost:.0%} to a step" in printed
     projection = report["projection"]
     assert projection["method"] == "skd_srl" and projection["epochs"] == 2
     expected = 2 * loader["train_videos"] / skd["fp32"]["videos_per_s"]
@@ -166,3 +170,40 @@ def test_fp16_on_a_cpu_is_one_line_before_any_work(monkeypatch, capsys):
     error = capsys.readouterr().err
     assert error == ("vidkd: error: vidkd bench --precisions fp16: fp16 autocast is for GPUs; "
                      "on a CPU pass --precisions fp32,bf16\n")
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_loader_is_timed_as_training_reads_it(cache, tmp_path, tiny_config, monkeypatch):
+    """Under ``data.cache: memory`` training cuts clips from RAM, so the bench must time that,
+    not decoding (which once told the demo to start 3 worker processes it had no use for)."""
+    from vidkd.config import config_from_dict
+    from vidkd.data.decode import open_clip_reader
+
+    opened = []
+
+    def counting_open(path, short_side=None):
+        opened.append(path)
+        return open_clip_reader(path, short_side)
+
+    monkeypatch.setattr(bench, "open_clip_reader", counting_open)
+    values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench")
+    values["data"]["cache"] = cache
+    loader = bench._loader_rate(config_from_dict(values), num_views=1, batches=2)
+    assert loader["skipped"] is False and loader["clips_per_s_per_worker"] > 0
+    clips = loader["clips_decoded"]
+    assert clips == 2 * values["train"]["batch_size"]
+    if cache == "memory":  # the sampled videos were decoded once, before the clock
+        assert opened == [] and "cut from RAM" in loader["note"]
+    else:  # the warm-up clip, then one file open per timed clip
+        assert len(opened) == clips + 1 and "decoded from the files" in loader["note"]
+
+
+
+def test_loader_over_the_cache_budget_is_skipped_with_the_reason(tmp_path, tiny_config):
+    from vidkd.config import config_from_dict
+
+    values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench")
+    values["data"].update(cache="memory", cache_budget_mb=1)
+    loader = bench._loader_rate(config_from_dict(values), num_views=1, batches=10)
+    assert loader["skipped"] is True and "data.cache_budget_mb=1" in loader["note"]
+    assert loader["train_videos"] > 0  # the schedule can still be projected

@@ -11,8 +11,10 @@ With the config's model, clip size and batch, on the config's device:
   peak, measured here with a large matmul (:func:`matmul_peak`), for fp32 and bf16
   (bf16 skipped, with the reason, where a bf16 step crashes); whether the CPU has
   native bf16 (AVX512-BF16 or AMX);
-- loader clips/s per worker on the config's dataset (a few batches decoded by the real
-  ``VideoClipDataset`` in this process) and the workers needed to keep the step fed;
+- loader clips/s per worker on the config's dataset (a few batches cut by the real
+  ``VideoClipDataset`` in this process, from RAM under ``data.cache: memory`` as in
+  training), the workers needed to keep the step fed, and what loading in the training
+  process (``data.num_workers: 0``) would add to a step;
 - the projected wall time of the config's whole schedule: epochs x training videos /
   measured videos per second (training steps only; validation and test come on top).
 """
@@ -31,7 +33,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vidkd.config import ExperimentConfig
 from vidkd.data.augment import ClipAugment
+from vidkd.data.cache import MemoryCache
 from vidkd.data.dataset import ClipSpec, VideoClipDataset
+from vidkd.data.decode import open_clip_reader
 from vidkd.data.transforms import to_model_input
 from vidkd.engine import distributed, hardware
 from vidkd.engine.evaluate import autocast
@@ -158,7 +162,7 @@ def _runners(cfg: ExperimentConfig, device: torch.device, num_classes: int,
 
 
 def _loader_rate(cfg: ExperimentConfig, num_views: int, batches: int) -> dict[str, Any]:
-    """Clips/s one loader worker decodes: the real dataset, one torch thread, this process."""
+    """Clips/s one loader worker delivers: the real dataset, one torch thread, this process."""
     from vidkd.data.build import build_splits
 
     d = cfg.data
@@ -170,10 +174,19 @@ def _loader_rate(cfg: ExperimentConfig, num_views: int, batches: int) -> dict[st
         return {"skipped": True, "note": "loader not measured: --loader-batches 0",
                 "train_videos": len(splits.train)}
     spec = ClipSpec(d.clip_len, d.frame_stride, d.short_side, d.crop_size)
+    count = min(len(splits.train), batches * cfg.train.batch_size)
+    order = np.random.default_rng(cfg.train.seed).permutation(len(splits.train))[:count]
+    open_reader, source = open_clip_reader, "decoded from the files"
+    if d.cache == "memory":  # as in training: the videos are decoded once, before the clock
+        cache = MemoryCache(d.short_side, d.cache_budget_mb)
+        try:
+            cache.fill([splits.train[int(i)].path for i in order], progress=False)
+        except VidkdError as error:  # over the budget: training would stop there too
+            return {"skipped": True, "note": f"loader not measured: {error}",
+                    "train_videos": len(splits.train)}
+        open_reader, source = cache.open, "cut from RAM (data.cache=memory)"
     dataset = VideoClipDataset(splits.train, spec, "train", num_views, d.same_clip,
-                               seed=cfg.train.seed)
-    count = min(len(dataset), batches * cfg.train.batch_size)
-    order = np.random.default_rng(cfg.train.seed).permutation(len(dataset))[:count]
+                               seed=cfg.train.seed, open_reader=open_reader)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a loader worker
     try:
@@ -185,7 +198,7 @@ def _loader_rate(cfg: ExperimentConfig, num_views: int, batches: int) -> dict[st
         torch.set_num_threads(threads)
     return {"skipped": False, "clips_per_s_per_worker": clips / seconds, "clips_decoded": clips,
             "train_videos": len(splits.train),
-            "note": f"{clips} clips from {count} training videos, 1 thread"}
+            "note": f"{clips} clips from {count} training videos, {source}, 1 thread"}
 
 
 def run_bench(
@@ -268,6 +281,8 @@ def run_bench(
     loader["for"] = f"{planned}, {fastest}"
     if not loader["skipped"]:
         loader["workers_needed"] = math.ceil(appetite / loader["clips_per_s_per_worker"])
+        # data.num_workers=0 loads in the training process: each step waits for its clips
+        loader["in_process_step_cost"] = appetite / loader["clips_per_s_per_worker"]
 
     train_videos = loader.get("train_videos")
     if train_videos is not None:
@@ -320,6 +335,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if round(seconds / 60, 1) < 60 else f"{seconds / 3600:.1f} h"
 
 
+def _workers(count: int) -> str:
+    return f"{count} worker keeps" if count == 1 else f"{count} workers keep"
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The table ``vidkd bench`` prints."""
     precisions = report["precisions"]
@@ -356,8 +375,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"loader: skipped ({loader['note']})")
     else:
         lines.append(f"loader: {loader['clips_per_s_per_worker']:.1f} clips/s per worker "
-                     f"({loader['note']}); {loader['workers_needed']} workers keep "
-                     f"{loader['for']} fed ({loader['step_clips_per_s']:.1f} clips/s)")
+                     f"({loader['note']}); {_workers(loader['workers_needed'])} "
+                     f"{loader['for']} fed ({loader['step_clips_per_s']:.1f} clips/s); "
+                     f"loading in the training process instead (data.num_workers=0) adds "
+                     f"{loader['in_process_step_cost']:.0%} to a step")
     proj = report["projection"]
     if "seconds" in proj:
         lines.append(f"projected schedule: {proj['epochs']} epochs x {proj['train_videos']} videos "
