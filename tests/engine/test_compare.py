@@ -15,7 +15,7 @@ import yaml
 from vidkd.cli import main
 from vidkd.config import load_config
 from vidkd.engine import compare
-from vidkd.engine.train import MetricsLog, evaluate_student
+from vidkd.engine.train import MetricsLog, evaluate_student, memory_cache
 from vidkd.errors import VidkdError
 from vidkd.report import mean_std, results_table
 
@@ -267,3 +267,38 @@ def test_compare_bad_input_is_one_line(tmp_path, synthetic_cache, tiny_config, c
     lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
     assert len(lines) == 1 and expect in lines[0], err
     assert not (tmp_path / "o" / "runs").exists()
+
+
+@pytest.mark.timeout(600)
+def test_runs_of_one_compare_decode_the_dataset_once(tmp_path, synthetic_cache, tiny_config,
+                                                     monkeypatch):
+    """Under ``data.cache: memory`` each run used to decode every video again; the runs of one
+    compare now share the decoded frames, and a run at another short side decodes its own."""
+    from vidkd.data.cache import MemoryCache
+
+    decoded: list[tuple[str, int]] = []
+    real_decode = MemoryCache._decode
+
+    def counting_decode(self, path):
+        decoded.append((path, self.short_side))
+        return real_decode(self, path)
+
+    monkeypatch.setattr(MemoryCache, "_decode", counting_decode)
+    values = tiny_config(synthetic_cache, tmp_path, "tiny-cached", train={"epochs": 1})
+    values["data"]["cache"] = "memory"
+    config = write_config(tmp_path / "cached.yaml", values)
+    assert main(["compare", config, "--seeds", "0,1", "--out", str(tmp_path / "cmp"), "-q"]) == 0
+    paths = [path for path, _ in decoded]
+    assert len(paths) == len(set(paths)) > 0  # each video once, for both seeds
+    # both runs saw the same videos: their test split is the whole test list
+    runs = tmp_path / "cmp" / "runs"
+    assert _results(runs / "tiny-cached-s0")["test"]["num_videos"] == _results(
+        runs / "tiny-cached-s1")["test"]["num_videos"]
+
+    shared: dict = {}
+    cfg = load_config(config)
+    first = memory_cache(cfg, ["a", "b"], shared)
+    assert memory_cache(cfg, ["b", "a"], shared) is first  # same videos, any order
+    other = load_config(config, ["data.short_side=24", "data.crop_size=24"])
+    assert memory_cache(other, ["a", "b"], shared) is not first and len(shared) == 1
+

@@ -274,6 +274,7 @@ def run_plan(plan: Plan, train_fn: TrainFn | None = None, progress: bool = True)
                     f"{run.run_dir} finished with other settings ({'; '.join(changed[:4])}); "
                     f"delete that run to retrain it, or write the compare to another --out"
                 )
+    shared_cache: dict = {}  # data.cache=memory: the runs on one dataset decode it once
     for run in plan.runs:
         if run.finished:
             continue
@@ -282,7 +283,8 @@ def run_plan(plan: Plan, train_fn: TrainFn | None = None, progress: bool = True)
         log.info("%s%s", progress_line(plan, run),
                  "; resuming from its last checkpoint" if resume else "")
         started = time.perf_counter()
-        train_fn(run.cfg, resume=resume, overwrite=overwrite, progress=progress)
+        train_fn(run.cfg, resume=resume, overwrite=overwrite, progress=progress,
+                 shared_cache=shared_cache)
         log.info("compare: %s finished in %s", run.cfg.name, _duration(time.perf_counter() - started))
 
 

@@ -179,18 +179,35 @@ def decode_threads(cfg: ExperimentConfig, dist_info: distributed.DistInfo) -> in
     return min(8, threads)
 
 
+SharedCache = dict[tuple[int, int, tuple[str, ...]], MemoryCache]
+
+
+def memory_cache(cfg: ExperimentConfig, paths: list[str], shared: SharedCache | None) -> MemoryCache:
+    """The memory cache for a run over ``paths``: the one in ``shared`` when an earlier run of
+    this process cached the same videos at the same short side and budget (``vidkd compare``
+    passes one dict to all its runs), else a new one, which then replaces it there."""
+    key = (cfg.data.short_side, cfg.data.cache_budget_mb, tuple(sorted(paths)))
+    if shared is not None and key in shared:
+        return shared[key]
+    cache = MemoryCache(cfg.data.short_side, cfg.data.cache_budget_mb)
+    if shared is not None:
+        shared.clear()  # one cache at a time: a run on other videos frees the earlier one
+        shared[key] = cache
+    return cache
+
+
 def build_loaders(
     cfg: ExperimentConfig, splits: DataSplits, num_views: int, dist_info: distributed.DistInfo,
-    pin_memory: bool, progress: bool = False,
+    pin_memory: bool, progress: bool = False, shared_cache: SharedCache | None = None,
 ) -> Loaders:
     d = cfg.data
     spec = ClipSpec(d.clip_len, d.frame_stride, d.short_side, d.crop_size)
     seed = cfg.train.seed
     open_reader = open_clip_reader
     if d.cache == "memory":  # decoded once here, before the workers fork and share it
-        cache = MemoryCache(d.short_side, d.cache_budget_mb)
-        paths = [r.path for r in (*splits.train, *splits.val, *splits.test)]
-        cache.fill(paths, progress, threads=decode_threads(cfg, dist_info))
+        paths = [str(r.path) for r in (*splits.train, *splits.val, *splits.test)]
+        cache = memory_cache(cfg, paths, shared_cache)
+        cache.fill(paths, progress, threads=decode_threads(cfg, dist_info))  # only what is missing
         open_reader = cache.open
     train_set = VideoClipDataset(
         splits.train, spec, "train", num_views, d.same_clip, seed=seed, open_reader=open_reader
@@ -304,14 +321,15 @@ def _history(run_dir: Path, event: dict[str, Any]) -> None:
 
 def train(
     cfg: ExperimentConfig, resume: bool = False, progress: bool = True, overwrite: bool = False,
-    force: bool = False,
+    force: bool = False, shared_cache: SharedCache | None = None,
 ) -> dict[str, Any]:
     """Train one experiment; returns the final summary (also written to ``results.json``).
 
     ``resume`` continues from the run's newest checkpoint that verifies (a config that
     differs from the stored one is refused, or with ``force`` recorded); ``overwrite``
     deletes an earlier run of the same name first; with neither, an existing run is an
-    error. The run directory is locked for the life of the run.
+    error. The run directory is locked for the life of the run. ``shared_cache`` lets runs of
+    one process decode their videos once under ``data.cache: memory`` (:func:`memory_cache`).
     """
     run_dir = resolve_run_dir(cfg.train.out_dir, cfg.name)  # before anything is touched
     device = distributed.resolve_device(
@@ -333,14 +351,15 @@ def train(
         )
     writable_dir(run_dir, "output directory", fix="pass a writable one with --set train.out_dir=PATH")
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
-        summary = _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force)
+        summary = _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force,
+                         shared_cache)
     distributed.cleanup()  # only on success: after an error a peer may never reach a barrier
     return summary
 
 
 def _train(
     cfg: ExperimentConfig, run_dir: Path, device: torch.device, dist_info: distributed.DistInfo,
-    resume: bool, progress: bool, overwrite: bool, force: bool,
+    resume: bool, progress: bool, overwrite: bool, force: bool, shared_cache: SharedCache | None,
 ) -> dict[str, Any]:
     is_main = dist_info.is_main
     ckpt_dir = run_dir / "checkpoints"
@@ -412,7 +431,8 @@ def _train(
     if cfg.train.channels_last:
         method = method.to(memory_format=torch.channels_last_3d)
     loaders = build_loaders(
-        cfg, splits, method.num_views, dist_info, device.type == "cuda", progress and dist_info.is_main
+        cfg, splits, method.num_views, dist_info, device.type == "cuda", progress and dist_info.is_main,
+        shared_cache,
     )
     train_sampler: SkipSampler = loaders.train.sampler  # type: ignore[assignment]
     augment = ClipAugment(augment_config(cfg, method), compiled=cfg.train.compile)
