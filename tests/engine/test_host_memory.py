@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 
@@ -185,3 +186,40 @@ def test_the_key_may_change_on_resume(tmp_path, synthetic_cache, tiny_config):
     train(config_from_dict(resumed), resume=True, progress=False)  # no --force needed
     history = (tmp_path / "tiny" / "history.jsonl").read_text().splitlines()
     assert json.loads(history[-1])["changed"]["train.reuse_host_memory"] == [True, False]
+
+
+_INTERPOSER = """
+#include <stddef.h>
+extern void *__libc_malloc(size_t);
+void *malloc(size_t size) { return __libc_malloc(size); }
+"""
+
+_WHO_ALLOCATES = """
+import torch
+from vidkd.engine import hardware
+print(hardware.apply_reuse_host_memory(True, torch.device("cpu"))[1])
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or shutil.which("cc") is None,
+                    reason="needs glibc and a C compiler to build a malloc that is not glibc's")
+def test_an_allocator_put_first_under_any_name_is_left_alone(tmp_path):
+    """jemalloc or tcmalloc loaded by /etc/ld.so.preload, linked in, or preloaded under a name
+    without "malloc" in it: mallopt would tune a heap that allocator does not use."""
+    source = tmp_path / "interpose.c"
+    source.write_text(_INTERPOSER)
+    library = tmp_path / "libinterpose.so"  # no "malloc" in its path, which LD_PRELOAD names
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", str(library), str(source)], check=True,
+                   capture_output=True, timeout=60)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+
+    def note(extra: dict[str, str]) -> str:
+        done = subprocess.run([sys.executable, "-c", _WHO_ALLOCATES], capture_output=True,
+                              text=True, timeout=120, check=True, env={**env, **extra})
+        return done.stdout.strip().splitlines()[-1]
+
+    assert note({}) == "None"  # glibc's own malloc: reuse applied, nothing to say
+    assert note({"LD_PRELOAD": str(library)}) == (
+        "train.reuse_host_memory: not applied, libinterpose.so, whose malloc this process "
+        "calls, already sets the allocator")

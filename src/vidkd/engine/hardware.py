@@ -8,6 +8,7 @@ asks glibc to keep freed memory for the next step (``train.reuse_host_memory``).
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import functools
 import os
 import platform
@@ -115,7 +116,7 @@ def _glibc() -> ctypes.CDLL | str:
 
 
 def _allocator_chosen_by_environment() -> str | None:
-    """The variable through which the user already tuned or replaced malloc, if any."""
+    """The variable (or library) through which the user already tuned or replaced malloc."""
     for name in _ALLOCATOR_ENVIRONMENT:
         if name in os.environ:
             return name
@@ -124,7 +125,33 @@ def _allocator_chosen_by_environment() -> str | None:
         return "GLIBC_TUNABLES"
     if "malloc" in os.environ.get("LD_PRELOAD", "").lower():  # jemalloc, tcmalloc, mimalloc
         return "LD_PRELOAD"
-    return None
+    provider = _malloc_provider()
+    return f"{provider}, whose malloc this process calls," if provider else None
+
+
+class _DlInfo(ctypes.Structure):  # dladdr's Dl_info (dlfcn.h)
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _malloc_provider() -> str | None:
+    """The library whose ``malloc`` this process calls when it is not glibc's own: jemalloc or
+    tcmalloc put first by ``LD_PRELOAD`` under any name, by ``/etc/ld.so.preload``, or linked
+    in. ``mallopt`` would tune glibc's heap, which that allocator does not use."""
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        process, libc = ctypes.CDLL(None), ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        called = ctypes.cast(process.malloc, ctypes.c_void_p).value
+        if called == ctypes.cast(libc.malloc, ctypes.c_void_p).value:
+            return None
+        info = _DlInfo()
+        process.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        if process.dladdr(called, ctypes.byref(info)) and info.dli_fname:
+            return os.path.basename(os.fsdecode(info.dli_fname))
+    except (OSError, AttributeError):
+        return None
+    return "a library other than glibc"
 
 
 def reuse_host_memory() -> str | None:
