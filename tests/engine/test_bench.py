@@ -177,23 +177,29 @@ def test_loader_is_timed_as_training_reads_it(cache, tmp_path, tiny_config, monk
     """Under ``data.cache: memory`` training cuts clips from RAM, so the bench must time that,
     not decoding (which once told the demo to start 3 worker processes it had no use for)."""
     from vidkd.config import config_from_dict
+    from vidkd.data import cache as cache_module
     from vidkd.data.decode import open_clip_reader
 
-    opened = []
+    opened, cache_opened = [], []  # file opens by the bench's dataset, and by the cache
 
-    def counting_open(path, short_side=None):
-        opened.append(path)
-        return open_clip_reader(path, short_side)
+    def counting_open(log):
+        def open_file(path, short_side=None):
+            log.append(str(path))
+            return open_clip_reader(path, short_side)
+        return open_file
 
-    monkeypatch.setattr(bench, "open_clip_reader", counting_open)
+    monkeypatch.setattr(bench, "open_clip_reader", counting_open(opened))
+    monkeypatch.setattr(cache_module, "open_clip_reader", counting_open(cache_opened))
     values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench")
     values["data"]["cache"] = cache
     loader = bench._loader_rate(config_from_dict(values), num_views=1, batches=2)
     assert loader["skipped"] is False and loader["clips_per_s_per_worker"] > 0
     clips = loader["clips_decoded"]
     assert clips == 2 * values["train"]["batch_size"]
-    if cache == "memory":  # the sampled videos were decoded once, before the clock
+    if cache == "memory":  # the sampled videos were decoded once, before the clock, and no
+        # clip came from a file after that (the cache falls back to the files on a miss)
         assert opened == [] and "cut from RAM" in loader["note"]
+        assert len(cache_opened) == len(set(cache_opened)) == clips
     else:  # the warm-up clip, then one file open per timed clip
         assert len(opened) == clips + 1 and "decoded from the files" in loader["note"]
 

@@ -297,8 +297,17 @@ def test_runs_of_one_compare_decode_the_dataset_once(tmp_path, synthetic_cache, 
 
     shared: dict = {}
     cfg = load_config(config)
+    monkeypatch.setattr(MemoryCache, "fill", lambda self, paths, *a, **k: None)
     first = memory_cache(cfg, ["a", "b"], shared)
     assert memory_cache(cfg, ["b", "a"], shared) is first  # same videos, any order
     other = load_config(config, ["data.short_side=24", "data.crop_size=24"])
     assert memory_cache(other, ["a", "b"], shared) is not first and len(shared) == 1
+
+    def over_budget(self, paths, *args, **kwargs):
+        raise VidkdError("over the budget")
+
+    monkeypatch.setattr(MemoryCache, "fill", over_budget)  # a failed fill leaves nothing behind
+    with pytest.raises(VidkdError):
+        memory_cache(cfg, ["c"], shared)
+    assert shared == {}
 

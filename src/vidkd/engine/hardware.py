@@ -137,7 +137,8 @@ class _DlInfo(ctypes.Structure):  # dladdr's Dl_info (dlfcn.h)
 def _malloc_provider() -> str | None:
     """The library whose ``malloc`` this process calls when it is not glibc's own: jemalloc or
     tcmalloc put first by ``LD_PRELOAD`` under any name, by ``/etc/ld.so.preload``, or linked
-    in. ``mallopt`` would tune glibc's heap, which that allocator does not use."""
+    in. ``mallopt`` would tune glibc's heap, which that allocator does not use. Any other
+    interposer (a heap profiler, a leak tracer) counts too: it chose the allocator."""
     if platform.libc_ver()[0] != "glibc":
         return None
     try:
@@ -145,12 +146,15 @@ def _malloc_provider() -> str | None:
         called = ctypes.cast(process.malloc, ctypes.c_void_p).value
         if called == ctypes.cast(libc.malloc, ctypes.c_void_p).value:
             return None
+    except (OSError, AttributeError):  # no answer: glibc is the likely allocator
+        return None
+    try:  # only the name is left to find (glibc before 2.34 keeps dladdr in libdl)
         info = _DlInfo()
         process.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
         if process.dladdr(called, ctypes.byref(info)) and info.dli_fname:
             return os.path.basename(os.fsdecode(info.dli_fname))
     except (OSError, AttributeError):
-        return None
+        pass
     return "a library other than glibc"
 
 

@@ -182,16 +182,23 @@ def decode_threads(cfg: ExperimentConfig, dist_info: distributed.DistInfo) -> in
 SharedCache = dict[tuple[int, int, tuple[str, ...]], MemoryCache]
 
 
-def memory_cache(cfg: ExperimentConfig, paths: list[str], shared: SharedCache | None) -> MemoryCache:
-    """The memory cache for a run over ``paths``: the one in ``shared`` when an earlier run of
-    this process cached the same videos at the same short side and budget (``vidkd compare``
-    passes one dict to all its runs), else a new one, which then replaces it there."""
+def memory_cache(
+    cfg: ExperimentConfig, paths: list[str], shared: SharedCache | None, progress: bool = False,
+    threads: int = 1,
+) -> MemoryCache:
+    """``paths`` decoded into memory: the cache in ``shared`` when an earlier run of this
+    process filled it with the same videos at the same short side and budget (``vidkd
+    compare`` passes one dict to all its runs), else a new one, filled, which then replaces
+    it there (a fill that fails leaves nothing behind)."""
     key = (cfg.data.short_side, cfg.data.cache_budget_mb, tuple(sorted(paths)))
     if shared is not None and key in shared:
+        log.info("reusing the %d videos an earlier run cached in memory", len(shared[key].videos))
         return shared[key]
-    cache = MemoryCache(cfg.data.short_side, cfg.data.cache_budget_mb)
     if shared is not None:
-        shared.clear()  # one cache at a time: a run on other videos frees the earlier one
+        shared.clear()  # one cache at a time: free the earlier one before filling this one
+    cache = MemoryCache(cfg.data.short_side, cfg.data.cache_budget_mb)
+    cache.fill(paths, progress, threads=threads)
+    if shared is not None:
         shared[key] = cache
     return cache
 
@@ -206,9 +213,10 @@ def build_loaders(
     open_reader = open_clip_reader
     if d.cache == "memory":  # decoded once here, before the workers fork and share it
         paths = [str(r.path) for r in (*splits.train, *splits.val, *splits.test)]
-        cache = memory_cache(cfg, paths, shared_cache)
-        cache.fill(paths, progress, threads=decode_threads(cfg, dist_info))  # only what is missing
+        cache = memory_cache(cfg, paths, shared_cache, progress, decode_threads(cfg, dist_info))
         open_reader = cache.open
+    elif shared_cache:
+        shared_cache.clear()  # an earlier run's decoded videos: this run reads the files
     train_set = VideoClipDataset(
         splits.train, spec, "train", num_views, d.same_clip, seed=seed, open_reader=open_reader
     )
