@@ -165,11 +165,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from vidkd.engine.checkpoint import load_student
     from vidkd.engine.distributed import resolve_device
+    from vidkd.engine.hardware import apply_reuse_host_memory
     from vidkd.engine.predict import find_videos, predict_videos
     from vidkd.files import check_writable as writable_file
 
     json_path = writable_file(args.json, "--json") if args.json else None
     device = resolve_device(args.device)
+    # as train.reuse_host_memory's default: each video's activations reuse the last one's pages
+    _, memory_note = apply_reuse_host_memory(True, device)
+    if memory_note:
+        log.info("%s", memory_note)
     model, description = load_student(Path(args.checkpoint), device)
     classes = list(description.get("classes") or range(description["num_classes"]))
     classes = [str(c) for c in classes]

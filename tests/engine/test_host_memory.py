@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import tiny_bench
 
+from vidkd.cli import main
 from vidkd.config import config_from_dict
 from vidkd.engine import hardware
 from vidkd.engine.train import evaluate_student, train
@@ -177,6 +178,12 @@ def test_train_eval_and_bench_apply_the_key(enabled, tmp_path, synthetic_cache, 
     assert fake_glibc.calls == (REUSE if enabled else [])
     assert report["host_memory_reused"] is enabled
     assert ("freed host memory reused" in capsys.readouterr().out) is enabled
+
+    if enabled:  # vidkd predict has no config: it takes the key's default
+        fake_glibc.calls.clear()
+        video = next(synthetic_cache.rglob("*.mp4"))
+        assert main(["predict", str(tmp_path / "tiny" / "student.safetensors"), str(video)]) == 0
+        assert fake_glibc.calls == REUSE
 
 
 def test_the_key_may_change_on_resume(tmp_path, synthetic_cache, tiny_config):
