@@ -24,7 +24,7 @@ demo: $(STAMP)
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 # One demo run is one draw: its gap moves by several points with the seed or the CPU's
-# floating-point kernels. This trains both rows on three seeds (351 s here, 2.4x `make demo`) and
+# floating-point kernels. This trains both rows on three seeds (286 s here, 2.2x `make demo`) and
 # prints the mean, the spread and each seed's paired difference.
 SEEDS ?= 0,1,2
 

@@ -100,6 +100,8 @@ def test_every_shipped_config_loads():
     ("train.epochs=-1", "train.epochs"),
     ("optim.lr=-1", "optim.lr"),
     ("model.width_multiplier=0", "model.width_multiplier"),
+    ("model.conv1_t_size=0", "model.conv1_t_size"),
+    ("model.conv1_t_stride=0", "model.conv1_t_stride"),
     ("data.num_workers=-1", "data.num_workers"),
     ("data.synthetic.num_classes=1", "data.synthetic.num_classes"),
     ("data.test_clips=0", "data.test_clips"),

@@ -83,6 +83,8 @@ class ModelConfig:
     width_multiplier: float = 1.0
     dropout: float = 0.0
     sync_bn: bool = False  # SyncBatchNorm across processes under DDP
+    conv1_t_size: int = 7  # temporal kernel of the stem conv (Hara's option)
+    conv1_t_stride: int = 1  # temporal stride of the stem conv (Hara's option)
 
 
 @dataclass(frozen=True)
@@ -410,6 +412,8 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
          f"one of {', '.join(map(str, _MODEL_DEPTHS))}"),
         ("model.width_multiplier", m.width_multiplier, m.width_multiplier > 0, "positive"),
         ("model.dropout", m.dropout, 0.0 <= m.dropout < 1.0, "in [0, 1)"),
+        ("model.conv1_t_size", m.conv1_t_size, m.conv1_t_size >= 1, "at least 1"),
+        ("model.conv1_t_stride", m.conv1_t_stride, m.conv1_t_stride >= 1, "at least 1"),
         ("method.tau", mc.tau, mc.tau > 0, "positive"),
         ("method.alpha", mc.alpha, mc.alpha >= 0, "0 or more"),
         ("method.beta", mc.beta, mc.beta >= 0, "0 or more"),

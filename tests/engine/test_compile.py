@@ -115,11 +115,12 @@ def test_bf16_that_crashes_on_this_cpu_is_refused_before_anything_is_written(
 
     monkeypatch.setattr(train_module, "cpu_bf16_step_problem", crashes)
     cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={
-        "epochs": 1, "precision": "bf16"}))
+        "epochs": 1, "precision": "bf16"}, model={"conv1_t_size": 3}))
     with pytest.raises(VidkdError, match="crashed.*train.precision=fp32"):
         train(cfg, progress=False)
     d, m = cfg.data, cfg.model
-    assert shapes == [(m.depth, m.width_multiplier, d.clip_len, d.crop_size)]  # the config's own
+    # the config's own network (stem included) and clip shape
+    assert shapes == [(m.depth, m.width_multiplier, d.clip_len, d.crop_size, 3, 1)]
     assert not (Path(cfg.train.out_dir) / cfg.name).exists()
 
 
@@ -128,6 +129,7 @@ def test_bf16_probe_passes_a_shape_that_trains():
     """A real child process: an 8-frame clip trains in bf16 on every CPU (native or emulated);
     a probe script that breaks would report every shape as crashed."""
     assert hardware.cpu_bf16_step_problem(10, 0.125, 8, 32) is None
+    assert hardware.cpu_bf16_step_problem(10, 0.125, 8, 32, 3, 2) is None  # the stem's settings
 
 
 def test_bf16_probe_reports_a_crash_and_a_hang_without_dying(monkeypatch):

@@ -208,3 +208,33 @@ def test_export_tolerance_must_be_a_positive_number(atol, student_file, tmp_path
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         "vidkd export: error: argument --atol: ")
     assert not (tmp_path / "s.pt").exists()
+
+
+def test_shipped_student_keeps_its_stem(tmp_path, synthetic_cache, tiny_config):
+    """A student trained with model.conv1_t_size / conv1_t_stride is rebuilt with that stem
+    (its (4, 3, 3, 7, 7) weights would not load into Hara's 7x7x7 one) and gives its logits."""
+    values = tiny_config(synthetic_cache, tmp_path / "runs")
+    values["model"].update(conv1_t_size=3, conv1_t_stride=2)
+    cfg = config_from_dict(values)
+    torch.manual_seed(0)
+    student = build_student(cfg, len(CLASSES)).eval()
+    path = tmp_path / "student.safetensors"
+    save_student(path, student, model_description(cfg, CLASSES))
+    model, _ = load_student(path)
+    model.eval()
+    assert model.conv1.weight.shape == (8, 3, 3, 7, 7)
+    assert model.conv1.stride == (2, 2, 2)
+    clips = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(clips), student(clips))
+
+
+def test_results_name_a_stem_other_than_haras():
+    from vidkd.config import ModelConfig
+    from vidkd.engine.train import describe_model
+
+    assert describe_model(ModelConfig(depth=18)) == "3D ResNet-18 (width x1.0)"
+    assert (describe_model(ModelConfig(depth=10, width_multiplier=0.25, conv1_t_size=3))
+            == "3D ResNet-10 (width x0.25, 3x7x7 stem)")
+    assert (describe_model(ModelConfig(depth=10, conv1_t_stride=2))
+            == "3D ResNet-10 (width x1.0, 7x7x7 stem of temporal stride 2)")

@@ -521,6 +521,27 @@ def test_phase_one_file_with_another_max_pool_setting_is_refused(tmp_path: Path)
         build_method(cfg, NUM_CLASSES)
 
 
+@pytest.mark.parametrize(("model", "accepted"), [({"conv1_t_stride": 2}, False),
+                                                ({"conv1_t_size": 4}, False),
+                                                ({"conv1_t_size": 3}, True)])
+def test_phase_one_file_with_another_stem_is_refused(tmp_path: Path, model: dict[str, int],
+                                                     accepted: bool) -> None:
+    """The teacher (Hara's 7-frame stem, stride 1) and the student must give feature maps of
+    one temporal size: another stride or an even kernel changes it, a 3-frame kernel does not."""
+    path = tmp_path / "teacher.safetensors"
+    ship_phase_one(path)
+    cfg = config_from_dict({"model": {"depth": 10, "width_multiplier": TINY, **model},
+                            "method": {"name": "generative_kd",
+                                       "teacher": {"checkpoint": str(path)}}}, "test")
+    if accepted:  # the teacher's and the student's feature maps meet in the losses
+        method = build_method(cfg, NUM_CLASSES)
+        losses = method(torch.randn(2, 3, 8, 32, 32), torch.tensor([0, 1]))
+        assert torch.isfinite(losses["loss"])
+    else:
+        with pytest.raises(VidkdError, match="conv1_t_size=7 and model.conv1_t_stride=1"):
+            build_method(cfg, NUM_CLASSES)
+
+
 def test_new_config_fields_are_range_checked() -> None:
     for key, value in [("attention_kd_weight", -0.1), ("generative_kd_weight", -1.0),
                        ("cvae_kl_weight", -0.5), ("recon_weight", -0.5),

@@ -152,6 +152,20 @@ def test_plain_description_rebuilds_a_plain_resnet() -> None:
     assert model.state_dict().keys() == reference.state_dict().keys()
 
 
+def test_description_rebuilds_the_stem_and_files_without_it_get_haras() -> None:
+    torch.manual_seed(0)
+    original = resnet3d(10, 5, width_multiplier=TINY, conv1_t_size=3, conv1_t_stride=2).eval()
+    rebuilt = build_from_description(
+        {**plain_description(), "conv1_t_size": 3, "conv1_t_stride": 2}
+    ).eval()
+    rebuilt.load_state_dict(original.state_dict())  # strict: the (4, 3, 3, 7, 7) stem fits
+    clips = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(clips), original(clips))
+    older = build_from_description(plain_description())  # a file written before the option
+    assert older.conv1.kernel_size == (7, 7, 7) and older.conv1.stride == (1, 2, 2)
+
+
 @pytest.mark.parametrize(("cvae", "factor"), [(True, 1), (False, 4)])
 def test_attention_description_rebuilds_the_same_network(cvae: bool, factor: int) -> None:
     torch.manual_seed(0)

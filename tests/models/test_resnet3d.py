@@ -106,6 +106,35 @@ def test_no_max_pool_changes_layer1_size() -> None:
     assert not any(isinstance(m, nn.MaxPool3d) for m in resnet3d(10, 5, no_max_pool=True).modules())
 
 
+@pytest.mark.parametrize(("t_size", "t_stride", "t_out"), [(7, 1, 4), (3, 1, 4), (3, 2, 2), (4, 1, 5)])
+def test_stem_temporal_kernel_and_stride_follow_hara(t_size: int, t_stride: int, t_out: int) -> None:
+    """Hara's conv1_t_size / conv1_t_stride: kernel (t, 7, 7), stride (s, 2, 2), padding
+    (t // 2, 3, 3); 4 frames give (4 + 2 (t // 2) - t) // s + 1 frames after the stem."""
+    torch.manual_seed(0)
+    model = resnet3d(10, 5, width_multiplier=TINY, conv1_t_size=t_size, conv1_t_stride=t_stride)
+    assert model.conv1.weight.shape == (4, 3, t_size, 7, 7)
+    clips = torch.randn(*TINY_CLIPS)
+    with torch.no_grad():
+        stem = model.conv1(clips)
+        expected = F.conv3d(clips, model.conv1.weight, stride=(t_stride, 2, 2),
+                            padding=(t_size // 2, 3, 3))
+        torch.testing.assert_close(stem, expected)
+        assert stem.shape == (2, 4, t_out, 16, 16)
+        assert model(clips).shape == (2, 5)
+
+
+def test_stem_temporal_kernel_changes_only_conv1_parameters() -> None:
+    """A 3x7x7 stem has 64 * 3 * (7 - 3) * 7 * 7 fewer weights than Hara's 7x7x7 one."""
+    hara = count_parameters(resnet3d(18, 400))
+    assert count_parameters(resnet3d(18, 400, conv1_t_size=3)) == hara - 64 * 3 * 4 * 49
+
+
+@pytest.mark.parametrize("bad", [{"conv1_t_size": 0}, {"conv1_t_stride": 0}])
+def test_stem_temporal_settings_below_one_are_refused(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="conv1_t_size and conv1_t_stride"):
+        resnet3d(10, 5, width_multiplier=TINY, **bad)
+
+
 def test_shortcut_a_is_parameter_free() -> None:
     model_a = resnet3d(18, 10, shortcut="A", width_multiplier=TINY)
     model_b = resnet3d(18, 10, shortcut="B", width_multiplier=TINY)

@@ -39,7 +39,7 @@ from vidkd.data.decode import open_clip_reader
 from vidkd.data.transforms import to_model_input
 from vidkd.engine import distributed, hardware
 from vidkd.engine.evaluate import autocast
-from vidkd.engine.train import augment_config, build_student
+from vidkd.engine.train import augment_config, build_student, describe_model
 from vidkd.errors import VidkdError
 from vidkd.methods import METHODS, Method
 
@@ -222,7 +222,7 @@ def run_bench(
         notes.append(memory_note)
     if device.type == "cpu" and "bf16" in precisions:
         problem = hardware.cpu_bf16_step_problem(m.depth, m.width_multiplier, d.clip_len,
-                                                   d.crop_size)
+                                                   d.crop_size, m.conv1_t_size, m.conv1_t_stride)
         if problem:
             precisions = tuple(p for p in precisions if p != "bf16")
             notes.append(f"bf16 not measured: {problem}")
@@ -304,7 +304,7 @@ def run_bench(
         "config": cfg.name, "device": _device_name(device), "threads": torch.get_num_threads(),
         "cpu_model": hardware.cpu_model(), "native_bf16": native,
         "native_bf16_note": _bf16_note(device, native),
-        "model": f"3D ResNet-{m.depth} x{m.width_multiplier}",
+        "model": describe_model(m),
         "clip": [d.clip_len, d.crop_size, d.crop_size], "batch_videos": t.batch_size,
         "steps": steps, "warmup": warmup, "compile": t.compile, "host_memory_reused": memory_reused,
         "precisions": list(precisions),

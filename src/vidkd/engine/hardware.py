@@ -245,7 +245,9 @@ _BF16_PROBE = """
 import sys, torch
 from vidkd.models.resnet3d import resnet3d
 depth, width, frames, size = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-student = resnet3d(depth, 4, width_multiplier=width).to(memory_format=torch.channels_last_3d)
+t_size, t_stride = int(sys.argv[5]), int(sys.argv[6])
+student = resnet3d(depth, 4, width_multiplier=width, conv1_t_size=t_size, conv1_t_stride=t_stride)
+student = student.to(memory_format=torch.channels_last_3d)
 clips = torch.rand(2, 3, frames, size, size).contiguous(memory_format=torch.channels_last_3d)
 with torch.autocast("cpu", dtype=torch.bfloat16):
     logits = student(clips)
@@ -255,14 +257,15 @@ print("ok")
 
 
 def cpu_bf16_step_problem(
-    depth: int, width: float, frames: int, size: int, timeout: float = 120.0
+    depth: int, width: float, frames: int, size: int, conv1_t_size: int = 7,
+    conv1_t_stride: int = 1, timeout: float = 120.0,
 ) -> str | None:
     """Why a bf16 training step of this 3D ResNet on this clip shape fails on this CPU, or None.
 
     With torch 2.13 on an AVX512-BF16 CPU (AMD EPYC), the bf16 weight gradient of the
     7x7x7 stem corrupts the heap or hangs inside oneDNN on 4-frame clips (5, 8 and 16
-    frames train fine). A child process tries one step of two clips of the real shape, so
-    that a crash or hang does not take the caller down.
+    frames train fine). A child process tries one step of two clips of the real shape, on
+    the config's stem, so that a crash or hang does not take the caller down.
     """
     import subprocess
     import sys
@@ -273,7 +276,8 @@ def cpu_bf16_step_problem(
     shape = f"{frames}x{size}x{size} clips"
     try:
         result = subprocess.run(
-            [sys.executable, "-c", _BF16_PROBE, str(depth), str(width), str(frames), str(size)],
+            [sys.executable, "-c", _BF16_PROBE, str(depth), str(width), str(frames), str(size),
+             str(conv1_t_size), str(conv1_t_stride)],
             capture_output=True, text=True, timeout=timeout, env=env,
         )
     except subprocess.TimeoutExpired:

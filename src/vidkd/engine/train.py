@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 from tqdm import tqdm
 
-from vidkd.config import AugmentSection, ExperimentConfig, config_to_dict, dump_config
+from vidkd.config import AugmentSection, ExperimentConfig, ModelConfig, config_to_dict, dump_config
 from vidkd.data.augment import OPERATORS, AugmentConfig, ClipAugment, flip_only
 from vidkd.data.build import DataSplits, build_splits
 from vidkd.data.cache import MemoryCache
@@ -91,6 +91,7 @@ def build_student(cfg: ExperimentConfig, num_classes: int) -> ResNet3D:
     return resnet3d(
         m.depth, num_classes, shortcut=m.shortcut, no_max_pool=m.no_max_pool,
         width_multiplier=m.width_multiplier, dropout=m.dropout,
+        conv1_t_size=m.conv1_t_size, conv1_t_stride=m.conv1_t_stride,
     )
 
 
@@ -100,7 +101,8 @@ def model_description(cfg: ExperimentConfig, classes: list[str]) -> dict[str, An
     return {
         "depth": m.depth, "num_classes": len(classes), "shortcut": m.shortcut,
         "no_max_pool": m.no_max_pool, "width_multiplier": m.width_multiplier,
-        "dropout": m.dropout, "classes": classes, "clip_len": d.clip_len, "frame_stride": d.frame_stride,
+        "dropout": m.dropout, "conv1_t_size": m.conv1_t_size,
+        "conv1_t_stride": m.conv1_t_stride, "classes": classes, "clip_len": d.clip_len, "frame_stride": d.frame_stride,
         "short_side": d.short_side, "crop_size": d.crop_size, "method": cfg.method.name,
         "input_range": [-1.0, 1.0],
     }
@@ -347,8 +349,9 @@ def train(
     if cfg.train.precision == "bf16" and dist_info.is_main and bf16_warning(device):
         log.warning(bf16_warning(device))
     if cfg.train.precision == "bf16" and device.type == "cpu":  # every rank would crash alike
-        problem = cpu_bf16_step_problem(cfg.model.depth, cfg.model.width_multiplier,
-                                        cfg.data.clip_len, cfg.data.crop_size)
+        m = cfg.model
+        problem = cpu_bf16_step_problem(m.depth, m.width_multiplier, cfg.data.clip_len,
+                                        cfg.data.crop_size, m.conv1_t_size, m.conv1_t_stride)
         if problem:
             raise VidkdError(f"train.precision=bf16 cannot train here: {problem}; use "
                              "--set train.precision=fp32")
@@ -668,6 +671,16 @@ def _train(
     return summary
 
 
+def describe_model(m: ModelConfig) -> str:
+    """The network in a results table: "3D ResNet-10 (width x0.25, 3x7x7 stem)"."""
+    stem = ""
+    if (m.conv1_t_size, m.conv1_t_stride) != (7, 1):  # Hara's stem is 7x7x7, stride (1, 2, 2)
+        stem = f", {m.conv1_t_size}x7x7 stem" + (
+            f" of temporal stride {m.conv1_t_stride}" if m.conv1_t_stride != 1 else ""
+        )
+    return f"3D ResNet-{m.depth} (width x{m.width_multiplier}{stem})"
+
+
 def summarize(
     cfg: ExperimentConfig, splits: DataSplits, test: EvalResult, best_epoch: int, best_val: float,
     epoch_times: list[float], failed: list[str], augment: AugmentConfig, schedule: LRSchedule,
@@ -679,7 +692,7 @@ def summarize(
         "method": cfg.method.name,
         "augment": augment.describe(),
         "dataset": cfg.data.dataset,
-        "model": f"3D ResNet-{cfg.model.depth} (width x{cfg.model.width_multiplier})",
+        "model": describe_model(cfg.model),
         "epochs": cfg.train.epochs,
         "schedule": {"rule": schedule.describe(), "lr_drops_after_epochs": schedule.drops},
         "batch": {

@@ -233,6 +233,15 @@ class GenerativeKD(Method):
                 f"{str(student.no_max_pool).lower()}; their feature maps must have one size, so "
                 "use the teacher's setting"
             )
+        # the stem's temporal output size depends on its stride and on its kernel's parity
+        stems = [(net.conv1.kernel_size[0], net.conv1.stride[0]) for net in (teacher.encoder, student)]
+        if len({(size % 2, stride) for size, stride in stems}) > 1:
+            (t_size, t_stride), (s_size, s_stride) = stems
+            raise VidkdError(
+                f"teacher checkpoint {path} was trained with model.conv1_t_size={t_size} and "
+                f"model.conv1_t_stride={t_stride}, the student has {s_size} and {s_stride}; "
+                "their feature maps must have one size, so use the teacher's settings"
+            )
         return cls(
             student, teacher, config.recon_weight, config.recon_ramp_epochs,
             config.attention_kd_weight, config.generative_kd_weight, config.cvae_kl_weight,

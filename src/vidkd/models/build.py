@@ -27,6 +27,8 @@ def build_from_description(description: Mapping[str, Any]) -> nn.Module:
         no_max_pool=description["no_max_pool"],
         width_multiplier=description["width_multiplier"],
         dropout=description.get("dropout", 0.0),
+        conv1_t_size=description.get("conv1_t_size", 7),  # files before the option: Hara's 7
+        conv1_t_stride=description.get("conv1_t_stride", 1),
     )
     architecture = description.get("architecture", "resnet3d")
     if architecture == "resnet3d":

@@ -132,7 +132,8 @@ class ResNet3D(nn.Module):
     """3D ResNet (Hara et al. 2018; SPEC "Backbone: 3D ResNet").
 
     Stem: conv 7x7x7 stride (1, 2, 2) -> BN -> ReLU -> max-pool 3x3x3 stride 2 (identity when
-    ``no_max_pool``); four stages (stages 2-4 stride 2 in T, H, W); global average pool gives
+    ``no_max_pool``); Hara's ``conv1_t_size`` and ``conv1_t_stride`` set the stem conv's
+    temporal kernel (padding ``conv1_t_size // 2``) and stride; four stages (stages 2-4 stride 2 in T, H, W); global average pool gives
     the representation ``r`` of size :attr:`feature_dim`; ``fc`` maps it to class logits.
     """
 
@@ -146,8 +147,15 @@ class ResNet3D(nn.Module):
         width_multiplier: float = 1.0,
         in_channels: int = 3,
         dropout: float = 0.0,
+        conv1_t_size: int = 7,
+        conv1_t_stride: int = 1,
     ) -> None:
         super().__init__()
+        if conv1_t_size < 1 or conv1_t_stride < 1:
+            raise ValueError(
+                f"conv1_t_size and conv1_t_stride must be at least 1, got {conv1_t_size} and "
+                f"{conv1_t_stride}"
+            )
         if shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {shortcut!r}")
         if len(layers) != 4:
@@ -158,7 +166,8 @@ class ResNet3D(nn.Module):
         self.in_planes = widths[0]
 
         self.conv1 = nn.Conv3d(
-            in_channels, widths[0], kernel_size=7, stride=(1, 2, 2), padding=3, bias=False
+            in_channels, widths[0], kernel_size=(conv1_t_size, 7, 7),
+            stride=(conv1_t_stride, 2, 2), padding=(conv1_t_size // 2, 3, 3), bias=False,
         )
         self.bn1 = nn.BatchNorm3d(widths[0])
         self.relu = nn.ReLU(inplace=True)
@@ -235,11 +244,15 @@ def resnet3d(
     width_multiplier: float = 1.0,
     in_channels: int = 3,
     dropout: float = 0.0,
+    conv1_t_size: int = 7,
+    conv1_t_stride: int = 1,
 ) -> ResNet3D:
     """3D ResNet-``depth`` (10, 18, 34, 50, 101 or 152) of Hara et al. 2018.
 
     ``shortcut`` is "B" (1x1x1 conv + BN, default) or "A" (zero-padded identity).
     ``width_multiplier`` scales the stage widths 64/128/256/512 (rounded, at least 1).
+    ``conv1_t_size`` / ``conv1_t_stride``: the stem conv's temporal kernel and stride, as in
+    Hara's code (7 and 1 there and here).
     """
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth!r}")
@@ -255,6 +268,8 @@ def resnet3d(
         width_multiplier=width_multiplier,
         in_channels=in_channels,
         dropout=dropout,
+        conv1_t_size=conv1_t_size,
+        conv1_t_stride=conv1_t_stride,
     )
 
 
