@@ -238,3 +238,22 @@ def test_results_name_a_stem_other_than_haras():
             == "3D ResNet-10 (width x0.25, 3x7x7 stem)")
     assert (describe_model(ModelConfig(depth=10, conv1_t_stride=2))
             == "3D ResNet-10 (width x1.0, 7x7x7 stem of temporal stride 2)")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_export_keeps_a_non_hara_stem(tmp_path, synthetic_cache, tiny_config, capsys, fmt):
+    """A (3, 2) stem exports and reproduces PyTorch's logits (export checks parity itself)."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+        pytest.importorskip("onnxruntime")
+    values = tiny_config(synthetic_cache, tmp_path / "runs")
+    values["model"].update(conv1_t_size=3, conv1_t_stride=2)
+    cfg = config_from_dict(values)
+    torch.manual_seed(0)
+    path = tmp_path / "student.safetensors"
+    save_student(path, build_student(cfg, len(CLASSES)), model_description(cfg, CLASSES))
+    code, out, err = run_cli(capsys, "export", str(path), "--format", fmt,
+                             "--out", str(tmp_path / f"student.{fmt}"), "--repeats", "1")
+    assert code == 0, out + err
+    assert "reproduces PyTorch's logits to 0.0001" in out
