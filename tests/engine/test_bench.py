@@ -205,6 +205,30 @@ def test_loader_is_timed_as_training_reads_it(cache, tmp_path, tiny_config, monk
 
 
 
+def test_loader_note_counts_videos_the_memory_cache_could_not_hold(tmp_path, tiny_config,
+                                                                     monkeypatch):
+    """A sampled video that fails to decode into the cache is read from its file while the
+    clock runs: the note must not say that every clip was cut from RAM."""
+    from vidkd.config import config_from_dict
+    from vidkd.data.cache import MemoryCache
+
+    decode = MemoryCache._decode
+    refused: list[str] = []
+
+    def first_fails(self, path):
+        if not refused:
+            refused.append(path)
+            return None
+        return decode(self, path)
+
+    monkeypatch.setattr(MemoryCache, "_decode", first_fails)
+    values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench")
+    values["data"]["cache"] = "memory"
+    loader = bench._loader_rate(config_from_dict(values), num_views=1, batches=2)
+    assert loader["skipped"] is False and len(refused) == 1
+    assert "1 of them failed to decode into it and was read from its file" in loader["note"]
+
+
 def test_loader_over_the_cache_budget_is_skipped_with_the_reason(tmp_path, tiny_config):
     from vidkd.config import config_from_dict
 
@@ -212,4 +236,6 @@ def test_loader_over_the_cache_budget_is_skipped_with_the_reason(tmp_path, tiny_
     values["data"].update(cache="memory", cache_budget_mb=1)
     loader = bench._loader_rate(config_from_dict(values), num_views=1, batches=10)
     assert loader["skipped"] is True and "data.cache_budget_mb=1" in loader["note"]
+    sampled = min(loader["train_videos"], 10 * values["train"]["batch_size"])
+    assert f"the {sampled} training videos it samples already overflow the cache" in loader["note"]
     assert loader["train_videos"] > 0  # the schedule can still be projected

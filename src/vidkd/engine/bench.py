@@ -179,12 +179,18 @@ def _loader_rate(cfg: ExperimentConfig, num_views: int, batches: int) -> dict[st
     open_reader, source = open_clip_reader, "decoded from the files"
     if d.cache == "memory":  # as in training: the videos are decoded once, before the clock
         cache = MemoryCache(d.short_side, d.cache_budget_mb)
+        paths = [str(splits.train[int(i)].path) for i in order]
         try:
-            cache.fill([splits.train[int(i)].path for i in order], progress=False)
+            cache.fill(paths, progress=False)
         except VidkdError as error:  # over the budget: training would stop there too
-            return {"skipped": True, "note": f"loader not measured: {error}",
-                    "train_videos": len(splits.train)}
+            return {"skipped": True, "train_videos": len(splits.train),
+                    "note": f"loader not measured: the {count} training videos it samples "
+                            f"already overflow the cache, so the whole split would: {error}"}
         open_reader, source = cache.open, "cut from RAM (data.cache=memory)"
+        missing = sum(path not in cache.videos for path in paths)  # undecodable: read from files
+        if missing:
+            source += (f"; {missing} of them failed to decode into it and "
+                       + ("was read from its file" if missing == 1 else "were read from their files"))
     dataset = VideoClipDataset(splits.train, spec, "train", num_views, d.same_clip,
                                seed=cfg.train.seed, open_reader=open_reader)
     threads = torch.get_num_threads()
