@@ -17,6 +17,7 @@ from vidkd.data.synthetic import SyntheticSpec, render_video, write_video
 from vidkd.data.transforms import to_model_input
 from vidkd.engine.checkpoint import load_student, save_student
 from vidkd.engine.train import build_student, model_description
+from vidkd.errors import VidkdError
 
 CLASSES = ["wave", "spin", "jump"]
 
@@ -257,3 +258,21 @@ def test_export_keeps_a_non_hara_stem(tmp_path, synthetic_cache, tiny_config, ca
                              "--out", str(tmp_path / f"student.{fmt}"), "--repeats", "1")
     assert code == 0, out + err
     assert "reproduces PyTorch's logits to 0.0001" in out
+
+
+@pytest.mark.parametrize("stem", [{"conv1_t_size": 10**9}, {"width_multiplier": 1e9}])
+def test_a_description_too_large_to_build_is_one_line(tmp_path, student_file, stem):
+    """A hand-edited description asking for a network no memory holds: a VidkdError naming
+    the file, not the allocator's RuntimeError."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(student_file), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        metadata = f.metadata()
+    key = next(k for k, v in metadata.items() if v.lstrip().startswith("{") and "depth" in v)
+    description = {**json.loads(metadata[key]), **stem}
+    edited = tmp_path / "edited.safetensors"
+    save_file(tensors, str(edited), metadata={**metadata, key: json.dumps(description)})
+    with pytest.raises(VidkdError, match="edited.safetensors: its model description is impossible"):
+        load_student(edited)

@@ -322,8 +322,9 @@ def load_student(path: Path, device: str | torch.device = "cpu") -> tuple[torch.
             f"{path}: its model description lacks {error}; the file is damaged or was not "
             "written by `vidkd train`"
         ) from None
-    except (ValueError, TypeError) as error:
-        raise VidkdError(f"{path}: its model description is impossible ({error}); the file is damaged") from None
+    except (ValueError, TypeError, RuntimeError) as error:  # RuntimeError: too large to allocate
+        first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise VidkdError(f"{path}: its model description is impossible ({first}); the file is damaged") from None
     try:
         model.load_state_dict(load_file(str(path), device=str(device)))
     except RuntimeError as error:
