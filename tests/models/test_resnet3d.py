@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -311,3 +313,44 @@ def test_zero_pad_shortcut_matches_hara_forward() -> None:
     hara = F.avg_pool3d(x, kernel_size=1, stride=2)
     hara = torch.cat([hara, torch.zeros(1, 3, *hara.shape[2:])], dim=1)
     assert torch.equal(ZeroPadShortcut(6, 2)(x), hara)
+
+
+@pytest.mark.parametrize(("t_size", "t_stride"), [(7, 1), (3, 2)])
+def test_cpu_training_stem_runs_in_slices_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, t_size: int, t_stride: int
+) -> None:
+    """While training on a CPU the stem conv runs a slice of the batch at a time, sized by its
+    output; logits, loss and every gradient equal one call on the whole batch."""
+    module = importlib.import_module("vidkd.models.resnet3d")  # the package exports a resnet3d()
+    torch.manual_seed(0)
+    model = resnet3d(10, 5, width_multiplier=TINY, conv1_t_size=t_size, conv1_t_stride=t_stride)
+    clips, labels = torch.randn(5, 3, 4, 32, 32), torch.tensor([0, 1, 2, 3, 4])
+    # stem output of one clip: 4 channels x T' x 16 x 16, T' from the stem's own arithmetic
+    t_out = (4 + 2 * (t_size // 2) - t_size) // t_stride + 1
+    per_clip = 4 * t_out * 16 * 16
+    calls: list[int] = []
+    model.conv1.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
+
+    def step(limit: int) -> tuple[Tensor, list[Tensor]]:
+        monkeypatch.setattr(module, "STEM_CHUNK_ELEMENTS", limit)
+        model.zero_grad()
+        logits = model(clips)
+        F.cross_entropy(logits, labels).backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    whole_logits, whole_grads = step(10**9)
+    assert calls == [5]
+    calls.clear()
+    sliced_logits, sliced_grads = step(2 * per_clip + per_clip // 2)  # room for 2 clips a call
+    assert calls == [2, 2, 1]
+    torch.testing.assert_close(sliced_logits, whole_logits)
+    for sliced, whole in zip(sliced_grads, whole_grads, strict=True):
+        torch.testing.assert_close(sliced, whole)
+    # evaluation and no_grad: one call, whatever the limit
+    calls.clear()
+    model.eval()
+    model(clips)
+    model.train()
+    with torch.no_grad():
+        model(clips)
+    assert calls == [5, 5]

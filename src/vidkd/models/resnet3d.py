@@ -27,6 +27,9 @@ __all__ = [
 
 SHORTCUTS = ("A", "B")
 STAGE_WIDTHS = (64, 128, 256, 512)
+#: elements of stem output that one stem convolution computes while training on a CPU
+#: (``ResNet3D.stem_conv``): half the size at which oneDNN's weight gradient slows down
+STEM_CHUNK_ELEMENTS = 1 << 26
 
 
 def conv3x3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
@@ -212,12 +215,37 @@ class ResNet3D(nn.Module):
 
         For feature distillation (FRSKD); ``forward`` pools F_4, so one pass serves both.
         """
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.relu(self.bn1(self.stem_conv(x))))
         stages = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             stages.append(x)
         return stages
+
+    def stem_conv(self, x: Tensor) -> Tensor:
+        """``conv1(x)``; when training on a CPU, a slice of the batch per call.
+
+        oneDNN's CPU weight gradient of the stem (3 input channels) takes over twice as long a
+        clip once the stem output of a batch passes about 2^27 elements: 17.6 ms a clip up to
+        40 clips of 16x112x112 with the 7x7x7 stem, 39 ms from 44 clips on (AVX-512 kernels),
+        which a two-view method's batch of 64 crosses. Slices of at most
+        :data:`STEM_CHUNK_ELEMENTS` output elements keep every call below that size, at no
+        cost a clip. Clips do not interact before ``bn1``, which still normalises the whole
+        batch, so the output is the same function of ``x``; autograd sums the slices' weight
+        gradients.
+        """
+        conv = self.conv1
+        training = self.training and torch.is_grad_enabled() and conv.weight.requires_grad
+        if x.device.type != "cpu" or not training or x.dim() != 5:
+            return conv(x)
+        per_clip = conv.out_channels
+        for size, k, s, p in zip(x.shape[2:], conv.kernel_size, conv.stride, conv.padding,
+                                 strict=True):
+            per_clip *= max(0, (size + 2 * p - k) // s + 1)
+        clips = max(1, STEM_CHUNK_ELEMENTS // max(1, per_clip))
+        if x.shape[0] <= clips:
+            return conv(x)
+        return torch.cat([conv(part) for part in x.split(clips)])
 
     def pool_and_classify(self, last_stage: Tensor) -> Tensor:
         """F_4 -> class logits: global average pool, dropout, ``fc`` (the tail of ``forward``)."""
