@@ -117,6 +117,26 @@ def test_kd_builds_a_teacher_of_another_depth_from_its_checkpoint(teacher_file: 
         build_method(method_config("kd"), NUM_CLASSES)
 
 
+def test_kd_teacher_keeps_its_own_stem(tmp_path: Path) -> None:
+    """A teacher shipped with a (3, 2) stem teaches a student with Hara's 7x7x7 stem: the
+    teacher is rebuilt from its file's description, not from the student's config."""
+    torch.manual_seed(2)
+    path = tmp_path / "teacher" / "student.safetensors"
+    teacher = resnet3d(18, NUM_CLASSES, width_multiplier=0.125, conv1_t_size=3, conv1_t_stride=2)
+    save_student(path, teacher, {**description(18), "conv1_t_size": 3, "conv1_t_stride": 2})
+    method = kd_method(path)
+    assert method.teacher.conv1.weight.shape[2:] == (3, 7, 7)
+    assert method.teacher.conv1.stride == (2, 2, 2)
+    assert method.student.conv1.weight.shape[2:] == (7, 7, 7)
+    clips, labels = fixed_batch(4, 1)
+    with torch.no_grad():
+        expected = teacher.eval()(clips)
+        torch.testing.assert_close(method.teacher(clips), expected)
+    method.train()
+    method(clips, labels)["loss"].backward()
+    assert all(p.grad is not None for p in method.student.parameters())
+
+
 def self_kd_method() -> SelfKD:
     built = build_method(method_config("self_kd", tau=4.0, alpha=0.5), NUM_CLASSES)
     assert isinstance(built, SelfKD)
