@@ -315,19 +315,22 @@ def test_zero_pad_shortcut_matches_hara_forward() -> None:
     assert torch.equal(ZeroPadShortcut(6, 2)(x), hara)
 
 
-@pytest.mark.parametrize(("t_size", "t_stride"), [(7, 1), (3, 2)])
+@pytest.mark.parametrize(("t_size", "t_stride", "side"), [(7, 1, 32), (3, 2, 32), (4, 2, 33)])
 def test_cpu_training_stem_runs_in_slices_with_the_same_result(
-    monkeypatch: pytest.MonkeyPatch, t_size: int, t_stride: int
+    monkeypatch: pytest.MonkeyPatch, t_size: int, t_stride: int, side: int
 ) -> None:
     """While training on a CPU the stem conv runs a slice of the batch at a time, sized by its
-    output; logits, loss and every gradient equal one call on the whole batch."""
+    output; logits, loss and every gradient equal one call on the whole batch. (4, 2) on
+    4 x 33 x 33 clips gives 3 x 17 x 17, where T // s or ceil(T / s) and H // 2 are wrong."""
     module = importlib.import_module("vidkd.models.resnet3d")  # the package exports a resnet3d()
     torch.manual_seed(0)
     model = resnet3d(10, 5, width_multiplier=TINY, conv1_t_size=t_size, conv1_t_stride=t_stride)
-    clips, labels = torch.randn(5, 3, 4, 32, 32), torch.tensor([0, 1, 2, 3, 4])
-    # stem output of one clip: 4 channels x T' x 16 x 16, T' from the stem's own arithmetic
+    clips, labels = torch.randn(5, 3, 4, side, side), torch.tensor([0, 1, 2, 3, 4])
+    # stem output of one clip: 4 channels x T' x H' x W' (kernel (t, 7, 7), padding (t // 2, 3, 3))
     t_out = (4 + 2 * (t_size // 2) - t_size) // t_stride + 1
-    per_clip = 4 * t_out * 16 * 16
+    h_out = (side + 2 * 3 - 7) // 2 + 1
+    per_clip = 4 * t_out * h_out * h_out
+    assert model.conv1(clips[:1]).numel() == per_clip
     calls: list[int] = []
     model.conv1.register_forward_hook(lambda _m, args, _out: calls.append(args[0].shape[0]))
 
@@ -353,4 +356,7 @@ def test_cpu_training_stem_runs_in_slices_with_the_same_result(
     model.train()
     with torch.no_grad():
         model(clips)
-    assert calls == [5, 5]
+    # a frozen stem (no weight gradient to split) is one call too
+    model.conv1.weight.requires_grad_(False)
+    model(clips)
+    assert calls == [5, 5, 5]
