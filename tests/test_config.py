@@ -107,10 +107,18 @@ def test_every_shipped_config_loads():
     ("data.test_clips=0", "data.test_clips"),
     ("method.augment.p=1.5", "method.augment.p"),
     ("optim.plateau_factor=1", "optim.plateau_factor"),
+    ("train.seed=-1", "train.seed"),  # numpy's traceback before
+    ("train.seed=4294967296", "train.seed"),  # 2^32: numpy's legacy RNG takes 32 bits
+    ("train.seed=99999999999999999999", "train.seed"),  # torch's overflow traceback before
+    ("data.synthetic.seed=-1", "data.synthetic.seed"),
 ])
 def test_out_of_range_values_name_the_field(override, field):
     with pytest.raises(VidkdError, match=rf"'{re.escape(field)}' is .*; it must be"):
         load_config(None, [override])
+
+
+def test_largest_seed_is_accepted():
+    assert load_config(None, ["train.seed=4294967295"]).train.seed == 2**32 - 1
 
 
 def test_checked_depths_are_the_model_family():

@@ -27,6 +27,10 @@ from vidkd.errors import VidkdError
 from vidkd.files import read_text
 from vidkd.models.resnet3d import DEPTHS
 
+#: largest seed (train.seed, data.synthetic.seed, compare --seeds): numpy's legacy
+#: RNG takes 32 bits, and the engine derives others as seed * 1000003 + epoch
+MAX_SEED = 2**32 - 1
+
 DatasetName = Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "folder"]
 MethodName = Literal[
     "baseline", "baseline_da", "kd", "self_kd", "skd_srl", "frskd", "generative_kd_teacher",
@@ -408,6 +412,7 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("data.synthetic.train_per_class", s.train_per_class, s.train_per_class >= 1, "at least 1"),
         ("data.synthetic.test_per_class", s.test_per_class, s.test_per_class >= 1, "at least 1"),
         ("data.synthetic.size", s.size, s.size >= 16, "at least 16"),
+        ("data.synthetic.seed", s.seed, 0 <= s.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
         ("model.depth", m.depth, m.depth in _MODEL_DEPTHS,
          f"one of {', '.join(map(str, _MODEL_DEPTHS))}"),
         ("model.width_multiplier", m.width_multiplier, m.width_multiplier > 0, "positive"),
@@ -445,6 +450,7 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
          "set when optim.schedule is multistep, e.g. [30, 60]"),
         ("optim.gamma", o.gamma, 0.0 < o.gamma < 1.0, "in (0, 1)"),
         ("optim.min_lr", o.min_lr, 0.0 <= o.min_lr < o.lr, f"0 or more and below optim.lr ({o.lr})"),
+        ("train.seed", t.seed, 0 <= t.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
         ("train.epochs", t.epochs, t.epochs >= 1, "at least 1"),
         ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
         ("optim.warmup_epochs", o.warmup_epochs, 0 <= o.warmup_epochs < t.epochs,
@@ -455,7 +461,8 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("train.threads", t.threads, t.threads >= 0, "0 (torch's default) or more"),
         ("train.accumulate_steps", t.accumulate_steps, t.accumulate_steps >= 1, "at least 1"),
         ("train.checkpoint_every_steps", t.checkpoint_every_steps,
-         t.checkpoint_every_steps >= 0 and t.checkpoint_every_steps % t.accumulate_steps == 0,
+         t.checkpoint_every_steps >= 0
+         and (t.accumulate_steps < 1 or t.checkpoint_every_steps % t.accumulate_steps == 0),
          f"0 (off) or a multiple of train.accumulate_steps ({t.accumulate_steps})"),
         ("eval.batch_size", cfg.eval.batch_size, cfg.eval.batch_size >= 1, "at least 1"),
         ("eval.test_clips", cfg.eval.test_clips,

@@ -65,3 +65,22 @@ def test_sync_bn_on_cpu_processes_is_one_line(tmp_path, synthetic_cache, tiny_co
     finally:
         distributed.cleanup()
     assert not (tmp_path / "tiny").exists()
+
+
+def test_accumulate_steps_zero_is_one_line_not_a_division(tmp_path, synthetic_cache, tiny_config):
+    values = tiny_config(synthetic_cache, tmp_path)
+    values["train"]["accumulate_steps"] = 0  # checkpoint_every_steps % 0 was a ZeroDivisionError
+    with pytest.raises(VidkdError, match="'train.accumulate_steps' is 0; it must be at least 1"):
+        config_from_dict(values)
+
+
+def test_more_accumulate_steps_than_batches_is_refused(tmp_path, synthetic_cache, tiny_config):
+    """16 training videos at batch 4 are 4 batches an epoch: a group of 5 would never step
+    (it trained nothing and wrote a 'nan' loss before)."""
+    values = tiny_config(synthetic_cache, tmp_path)
+    values["data"]["synthetic"]["train_per_class"] = 6  # 18 videos, 16 after the val slice
+    values["train"].update({"batch_size": 4, "accumulate_steps": 5})
+    with pytest.raises(VidkdError, match=r"accumulate_steps=5 is more than the 4 batches"):
+        train(config_from_dict(values), progress=False)
+    assert not (tmp_path / "tiny" / "student.safetensors").exists()
+

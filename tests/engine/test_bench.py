@@ -160,6 +160,21 @@ def test_bad_names_and_paths_fail_before_any_step(argument, expect, tmp_path, mo
     assert error.count("\n") == 1 and error.startswith("vidkd: error: ") and expect in error
 
 
+def test_one_video_batch_that_bn_cannot_normalise_is_one_line(tmp_path, tiny_config, capsys):
+    """One 2x16x16 clip leaves layer4's BatchNorm a 1x1x1 map: torch's ValueError was a
+    traceback."""
+    values = tiny_config(tmp_path / "cache", tmp_path / "runs", "bench")
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(values))
+    assert main(["bench", str(config), "--steps", "1", "--warmup", "0", "--size", "16",
+                 "--frames", "2", "--batch", "1", "--methods", "baseline", "--precisions", "fp32",
+                 "--loader-batches", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "train.batch_size=1 video(s) of 2x16x16 clips leaves a BatchNorm layer" in error
+    assert "use train.batch_size=2 or more" in error
+
+
 def test_fp16_on_a_cpu_is_one_line_before_any_work(monkeypatch, capsys):
     def no_work(*args, **kwargs):
         raise AssertionError("the bench indexed data or timed a step before refusing fp16")

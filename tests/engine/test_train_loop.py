@@ -88,3 +88,12 @@ def test_checkpoint_is_never_half_written(tmp_path, monkeypatch):
     save_checkpoint(directory, 2, {"w": torch.zeros(3)}, {"epoch": 1}, keep=1)
     assert latest_checkpoint(directory).name == "epoch_0002"
     assert sorted(p.name for p in directory.iterdir() if p.is_dir()) == ["epoch_0002"]
+
+
+def test_one_video_batch_that_bn_cannot_normalise_is_one_line(tmp_path, synthetic_cache, tiny_config):
+    """A batch of one 4x32x32 clip gives layer4's BatchNorm a 1x1x1 map: torch's ValueError
+    was a traceback in the middle of training."""
+    values = tiny_config(synthetic_cache, tmp_path)
+    values["train"]["batch_size"] = 1
+    with pytest.raises(VidkdError, match=r"train.batch_size=1 video\(s\) of 4x32x32 clips leaves"):
+        train(config_from_dict(values), progress=False)

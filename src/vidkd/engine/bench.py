@@ -39,7 +39,12 @@ from vidkd.data.decode import open_clip_reader
 from vidkd.data.transforms import to_model_input
 from vidkd.engine import distributed, hardware
 from vidkd.engine.evaluate import autocast
-from vidkd.engine.train import augment_config, build_student, describe_model
+from vidkd.engine.train import (
+    augment_config,
+    build_student,
+    describe_model,
+    one_value_batch_norm_explained,
+)
 from vidkd.errors import VidkdError
 from vidkd.methods import METHODS, Method
 
@@ -235,7 +240,8 @@ def run_bench(
     if not precisions:
         raise VidkdError("vidkd bench: no precision left to measure; pass --precisions fp32")
     runners, skipped = _runners(cfg, device, num_classes, methods)
-    flops = {r.name: r.count_flops(cfg, device) for r in runners}
+    with one_value_batch_norm_explained(cfg):
+        flops = {r.name: r.count_flops(cfg, device) for r in runners}
 
     step_seconds: dict[str, dict[str, list[float]]] = {p: {r.name: [] for r in runners}
                                                          for p in precisions}

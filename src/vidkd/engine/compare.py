@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidkd.config import ExperimentConfig, config_to_dict, load_config
+from vidkd.config import MAX_SEED, ExperimentConfig, config_to_dict, load_config
 from vidkd.engine.checkpoint import latest_checkpoint
 from vidkd.engine.rundir import (
     FREE,
@@ -72,17 +72,28 @@ class Plan:
         return self.teachers + [run for row in self.rows for run in row.runs]
 
 
+#: seeds one `vidkd compare` trains per config: each is a whole training run
+MAX_SEEDS = 100
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` (or ``"0-2"``) -> ``[0, 1, 2]``."""
     seeds: list[int] = []
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             first, _, last = part.partition("-")
-            seeds += range(int(first), int(last or first) + 1)
+            low, high = int(first), int(last or first)
+            if not 0 <= low <= MAX_SEED or not 0 <= high <= MAX_SEED:
+                raise VidkdError(f"--seeds {text!r}: each seed must be between 0 and {MAX_SEED}")
+            if high - low >= MAX_SEEDS:
+                raise VidkdError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds, e.g. --seeds 0-4")
+            seeds += range(low, high + 1)
     except ValueError:
         raise VidkdError(f"--seeds {text!r}: expected integers separated by commas, e.g. --seeds 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise VidkdError(f"--seeds {text!r}: give at least one seed, each once, e.g. --seeds 0,1,2")
+    if len(seeds) > MAX_SEEDS:
+        raise VidkdError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds, e.g. --seeds 0-4")
     return seeds
 
 

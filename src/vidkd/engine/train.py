@@ -143,6 +143,27 @@ def build_method(cfg: ExperimentConfig, num_classes: int) -> Method:
     return cls.from_config(build_student(cfg, num_classes), cfg.method, teacher)
 
 
+@contextlib.contextmanager
+def one_value_batch_norm_explained(cfg: ExperimentConfig) -> Iterator[None]:
+    """Turn BatchNorm's "more than 1 value per channel" error into one line with the fix.
+
+    A training batch of one video with short, small clips leaves a BatchNorm layer (the last
+    stage's, or a method head's) one value per channel; torch refuses to normalise it.
+    """
+    try:
+        yield
+    except ValueError as error:
+        if "Expected more than 1 value per channel" not in str(error):
+            raise
+        d = cfg.data
+        raise VidkdError(
+            f"a training batch of train.batch_size={cfg.train.batch_size} video(s) of "
+            f"{d.clip_len}x{d.crop_size}x{d.crop_size} clips leaves a BatchNorm layer one value "
+            "per channel, which it cannot normalise; use train.batch_size=2 or more (or longer, "
+            "larger clips)"
+        ) from None
+
+
 def augment_config(cfg: ExperimentConfig, method: Method) -> AugmentConfig:
     """Full SPEC set or crop + flip, per the method's default unless the config says."""
     section = cfg.method.augment
@@ -446,6 +467,13 @@ def _train(
         shared_cache,
     )
     train_sampler: SkipSampler = loaders.train.sampler  # type: ignore[assignment]
+    if loaders.train.drop_last and len(loaders.train) < cfg.train.accumulate_steps:
+        raise VidkdError(
+            f"train.accumulate_steps={cfg.train.accumulate_steps} is more than the "
+            f"{len(loaders.train)} batches of an epoch ({len(splits.train)} training videos, "
+            f"train.batch_size={cfg.train.batch_size}), so no step would be taken; lower "
+            "train.accumulate_steps or train.batch_size"
+        )
     augment = ClipAugment(augment_config(cfg, method), compiled=cfg.train.compile)
     augment_rng = torch.Generator(device=device).manual_seed(cfg.train.seed * 7919 + dist_info.rank)
 
@@ -562,7 +590,7 @@ def _train(
                 inputs = augment(inputs, generator=augment_rng)
             no_sync = model.no_sync() if dist_info.enabled and not steps_now else contextlib.nullcontext()
             with no_sync:
-                with autocast(device, cfg.train.precision):
+                with autocast(device, cfg.train.precision), one_value_batch_norm_explained(cfg):
                     losses = model(inputs, labels)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
