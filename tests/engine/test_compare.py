@@ -317,3 +317,23 @@ def test_runs_of_one_compare_decode_the_dataset_once(tmp_path, synthetic_cache, 
         memory_cache(cfg, ["c"], shared)
     assert shared == {}
 
+
+
+def test_unrelated_files_where_a_run_goes_stop_the_compare_untouched(tmp_path, synthetic_cache,
+                                                                     tiny_config):
+    """A folder of someone else's files where seed 1's run would go: refused before any run
+    trains, and nothing there is touched (not even a lock file taken over)."""
+    path = tmp_path / "tiny.yaml"
+    write_config(path, tiny_config(synthetic_cache, tmp_path))
+    out = tmp_path / "cmp"
+    plan = compare.plan_compare([path], [0, 1], out)
+    theirs = plan.runs[1].run_dir
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    (theirs / ".lock").write_text("also mine")
+    calls = []
+    with pytest.raises(VidkdError, match="holds files that are not a vidkd run; nothing was touched"):
+        compare.run_plan(plan, train_fn=lambda cfg, **kw: calls.append(cfg.name), progress=False)
+    assert calls == []
+    assert sorted(p.name for p in theirs.iterdir()) == [".lock", "notes.txt"]
+    assert (theirs / ".lock").read_text() == "also mine"

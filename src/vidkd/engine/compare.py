@@ -26,6 +26,7 @@ from vidkd.engine.rundir import (
     _matches,
     config_differences,
     holds_files,
+    is_vidkd_run,
     resolve_run_dir,
 )
 from vidkd.errors import VidkdError
@@ -285,6 +286,11 @@ def run_plan(plan: Plan, train_fn: TrainFn | None = None, progress: bool = True)
                     f"{run.run_dir} finished with other settings ({'; '.join(changed[:4])}); "
                     f"delete that run to retrain it, or write the compare to another --out"
                 )
+        elif holds_files(run.run_dir) and not is_vidkd_run(run.run_dir):
+            raise VidkdError(
+                f"{run.run_dir} holds files that are not a vidkd run; nothing was touched. Move "
+                "them, or write the compare to another --out"
+            )
     shared_cache: dict = {}  # data.cache=memory: the runs on one dataset decode it once
     for run in plan.runs:
         if run.finished:
