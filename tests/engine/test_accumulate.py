@@ -84,3 +84,13 @@ def test_more_accumulate_steps_than_batches_is_refused(tmp_path, synthetic_cache
         train(config_from_dict(values), progress=False)
     assert not (tmp_path / "tiny" / "student.safetensors").exists()
 
+
+
+def test_sync_bn_in_one_process_warns_it_does_nothing(tmp_path, synthetic_cache, tiny_config, caplog):
+    values = tiny_config(synthetic_cache, tmp_path)
+    values["model"]["sync_bn"] = True
+    values["train"]["epochs"] = 1
+    with caplog.at_level("WARNING", logger="vidkd"):
+        train(config_from_dict(values), progress=False)
+    assert any("model.sync_bn has no effect in a single process" in r.getMessage()
+               for r in caplog.records)

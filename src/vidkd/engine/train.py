@@ -381,6 +381,9 @@ def train(
             "model.sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on CPU; drop "
             "--set model.sync_bn=true for CPU processes"
         )
+    if cfg.model.sync_bn and not dist_info.enabled:
+        log.warning("model.sync_bn has no effect in a single process: BatchNorm already sees the "
+                    "whole batch; it syncs statistics across processes under torchrun")
     writable_dir(run_dir, "output directory", fix="pass a writable one with --set train.out_dir=PATH")
     with RunLock(run_dir) if dist_info.is_main else contextlib.nullcontext():
         summary = _train(cfg, run_dir, device, dist_info, resume, progress, overwrite, force,
