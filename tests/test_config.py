@@ -6,6 +6,7 @@ import dataclasses
 import re
 
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -108,7 +109,7 @@ def test_every_shipped_config_loads():
     ("method.augment.p=1.5", "method.augment.p"),
     ("optim.plateau_factor=1", "optim.plateau_factor"),
     ("train.seed=-1", "train.seed"),  # numpy's traceback before
-    ("train.seed=4294967296", "train.seed"),  # 2^32: numpy's legacy RNG takes 32 bits
+    ("train.seed=10000000000001", "train.seed"),  # 10^13 + 1: seed * 1000003 nears 2^64
     ("train.seed=99999999999999999999", "train.seed"),  # torch's overflow traceback before
     ("data.synthetic.seed=-1", "data.synthetic.seed"),
 ])
@@ -118,7 +119,10 @@ def test_out_of_range_values_name_the_field(override, field):
 
 
 def test_largest_seed_is_accepted():
-    assert load_config(None, ["train.seed=4294967295"]).train.seed == 2**32 - 1
+    """10^13: the engine's largest derived seed, 10^13 * 1000003 + epoch, fits torch's 2^64."""
+    assert load_config(None, ["train.seed=10000000000000"]).train.seed == 10**13
+    assert 10**13 * 1000003 + 10**6 < 2**64
+    torch.Generator().manual_seed(10**13 * 1000003 + 10**6)
 
 
 def test_checked_depths_are_the_model_family():

@@ -27,9 +27,9 @@ from vidkd.errors import VidkdError
 from vidkd.files import read_text
 from vidkd.models.resnet3d import DEPTHS
 
-#: largest seed (train.seed, data.synthetic.seed, compare --seeds): numpy's legacy
-#: RNG takes 32 bits, and the engine derives others as seed * 1000003 + epoch
-MAX_SEED = 2**32 - 1
+#: largest seed (train.seed, data.synthetic.seed, compare --seeds): the engine derives
+#: generator seeds as seed * 1000003 + epoch, which torch takes up to 2^64 - 1
+MAX_SEED = 10**13
 
 DatasetName = Literal["synthetic", "ucf101", "hmdb51", "kinetics400", "folder"]
 MethodName = Literal[

@@ -171,7 +171,7 @@ def test_one_video_batch_that_bn_cannot_normalise_is_one_line(tmp_path, tiny_con
                  "--loader-batches", "0"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1
-    assert "train.batch_size=1 video(s) of 2x16x16 clips leaves a BatchNorm layer" in error
+    assert "a training batch of 1 video(s) of 2x16x16 clips leaves a BatchNorm layer" in error
     assert "use train.batch_size=2 or more" in error
 
 

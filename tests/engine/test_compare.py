@@ -58,13 +58,13 @@ def test_results_table_shows_each_runs_initial_lr():
 def test_parse_seeds():
     assert compare.parse_seeds("0,1,2") == [0, 1, 2]
     assert compare.parse_seeds("3-5, 9") == [3, 4, 5, 9]
-    assert compare.parse_seeds("4294967295") == [2**32 - 1]
+    assert compare.parse_seeds("4294967296") == [2**32]  # numpy's 32 bits are the engine's worry
     assert compare.parse_seeds("0-99") == list(range(100))
-    for bad in ("", "a", "1,1", "-1", "4294967296", "99999999999999999999"):
+    for bad in ("", "a", "1,1", "-1", "10000000000001", "99999999999999999999"):
         with pytest.raises(VidkdError, match="--seeds"):
             compare.parse_seeds(bad)
     # a range is checked before it is built: 0-99999999999 was a list of 10^11 ints
-    for bad in ("0-100", "0-4294967295"):
+    for bad in ("0-100", "0-10000000000000"):
         with pytest.raises(VidkdError, match="at most 100 seeds"):
             compare.parse_seeds(bad)
 

@@ -95,5 +95,15 @@ def test_one_video_batch_that_bn_cannot_normalise_is_one_line(tmp_path, syntheti
     was a traceback in the middle of training."""
     values = tiny_config(synthetic_cache, tmp_path)
     values["train"]["batch_size"] = 1
-    with pytest.raises(VidkdError, match=r"train.batch_size=1 video\(s\) of 4x32x32 clips leaves"):
+    with pytest.raises(VidkdError, match=r"a training batch of 1 video\(s\) of 4x32x32 clips leaves .*use train.batch_size=2"):
+        train(config_from_dict(values), progress=False)
+
+
+def test_last_batch_of_one_video_names_the_last_batch(tmp_path, synthetic_cache, tiny_config):
+    """16 training videos at batch 15: the split is under two batches, so the last one (1
+    video) is kept, and the message must not blame train.batch_size=15 alone."""
+    values = tiny_config(synthetic_cache, tmp_path)
+    values["train"]["batch_size"] = 15
+    with pytest.raises(VidkdError, match=r"batch of 1 video\(s\) .* the last batch of an epoch, "
+                                         r"short of train.batch_size=15"):
         train(config_from_dict(values), progress=False)

@@ -240,7 +240,7 @@ def run_bench(
     if not precisions:
         raise VidkdError("vidkd bench: no precision left to measure; pass --precisions fp32")
     runners, skipped = _runners(cfg, device, num_classes, methods)
-    with one_value_batch_norm_explained(cfg):
+    with one_value_batch_norm_explained(cfg, cfg.train.batch_size):
         flops = {r.name: r.count_flops(cfg, device) for r in runners}
 
     step_seconds: dict[str, dict[str, list[float]]] = {p: {r.name: [] for r in runners}

@@ -144,23 +144,27 @@ def build_method(cfg: ExperimentConfig, num_classes: int) -> Method:
 
 
 @contextlib.contextmanager
-def one_value_batch_norm_explained(cfg: ExperimentConfig) -> Iterator[None]:
+def one_value_batch_norm_explained(cfg: ExperimentConfig, videos: int) -> Iterator[None]:
     """Turn BatchNorm's "more than 1 value per channel" error into one line with the fix.
 
     A training batch of one video with short, small clips leaves a BatchNorm layer (the last
-    stage's, or a method head's) one value per channel; torch refuses to normalise it.
+    stage's, or a method head's) one value per channel; torch refuses to normalise it. Such a
+    batch is ``train.batch_size`` 1, or the last batch of an epoch that is not dropped (a
+    training split under two batches).
     """
     try:
         yield
     except ValueError as error:
         if "Expected more than 1 value per channel" not in str(error):
             raise
-        d = cfg.data
+        d, batch = cfg.data, cfg.train.batch_size
+        fix = ("use train.batch_size=2 or more (or longer, larger clips)" if videos == batch else
+               f"it is the last batch of an epoch, short of train.batch_size={batch}: choose a "
+               "batch size that leaves no single video over, or add training videos")
         raise VidkdError(
-            f"a training batch of train.batch_size={cfg.train.batch_size} video(s) of "
-            f"{d.clip_len}x{d.crop_size}x{d.crop_size} clips leaves a BatchNorm layer one value "
-            "per channel, which it cannot normalise; use train.batch_size=2 or more (or longer, "
-            "larger clips)"
+            f"a training batch of {videos} video(s) of {d.clip_len}x{d.crop_size}x{d.crop_size} "
+            f"clips leaves a BatchNorm layer one value per channel, which it cannot normalise; "
+            f"{fix}"
         ) from None
 
 
@@ -593,7 +597,8 @@ def _train(
                 inputs = augment(inputs, generator=augment_rng)
             no_sync = model.no_sync() if dist_info.enabled and not steps_now else contextlib.nullcontext()
             with no_sync:
-                with autocast(device, cfg.train.precision), one_value_batch_norm_explained(cfg):
+                with (autocast(device, cfg.train.precision),
+                      one_value_batch_norm_explained(cfg, labels.shape[0])):
                     losses = model(inputs, labels)
                 loss = losses["loss"]
                 if not torch.isfinite(loss):
