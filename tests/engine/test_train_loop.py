@@ -107,3 +107,21 @@ def test_last_batch_of_one_video_names_the_last_batch(tmp_path, synthetic_cache,
     with pytest.raises(VidkdError, match=r"batch of 1 video\(s\) .* the last batch of an epoch, "
                                          r"short of train.batch_size=15"):
         train(config_from_dict(values), progress=False)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_batch_norm_explanation_takes_dynamo_wrapped_errors_only(wrapped):
+    """Under train.compile, dynamo raises a RuntimeError quoting torch's ValueError; any
+    other error goes through unchanged."""
+    from vidkd.engine.train import one_value_batch_norm_explained
+
+    cfg = load_config(None, ["train.batch_size=1"])
+    message = "Expected more than 1 value per channel when training, got input size [1, 8, 1, 1, 1]"
+    error = RuntimeError(f"Dynamo failed: got ValueError('{message}')") if wrapped else ValueError(message)
+    with pytest.raises(VidkdError, match="a training batch of 1 video"):
+        with one_value_batch_norm_explained(cfg, 1):
+            raise error
+    for other in (RuntimeError("out of memory"), ValueError("bad shape")):
+        with pytest.raises(type(other), match=str(other)):
+            with one_value_batch_norm_explained(cfg, 1):
+                raise other

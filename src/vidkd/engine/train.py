@@ -150,11 +150,12 @@ def one_value_batch_norm_explained(cfg: ExperimentConfig, videos: int) -> Iterat
     A training batch of one video with short, small clips leaves a BatchNorm layer (the last
     stage's, or a method head's) one value per channel; torch refuses to normalise it. Such a
     batch is ``train.batch_size`` 1, or the last batch of an epoch that is not dropped (a
-    training split under two batches).
+    training split under two batches). Under ``train.compile`` dynamo wraps torch's
+    ValueError in a RuntimeError that quotes it.
     """
     try:
         yield
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:
         if "Expected more than 1 value per channel" not in str(error):
             raise
         d, batch = cfg.data, cfg.train.batch_size
