@@ -86,15 +86,13 @@ def parse_seeds(text: str) -> list[int]:
             low, high = int(first), int(last or first)
             if not 0 <= low <= MAX_SEED or not 0 <= high <= MAX_SEED:
                 raise VidkdError(f"--seeds {text!r}: each seed must be between 0 and {MAX_SEED}")
-            if high - low >= MAX_SEEDS:
+            if len(seeds) + high - low + 1 > MAX_SEEDS:  # checked before the range is built
                 raise VidkdError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds, e.g. --seeds 0-4")
             seeds += range(low, high + 1)
     except ValueError:
         raise VidkdError(f"--seeds {text!r}: expected integers separated by commas, e.g. --seeds 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise VidkdError(f"--seeds {text!r}: give at least one seed, each once, e.g. --seeds 0,1,2")
-    if len(seeds) > MAX_SEEDS:
-        raise VidkdError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds, e.g. --seeds 0-4")
     return seeds
 
 
