@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vidkd.errors import VidkdError
-from vidkd.files import check_writable
+from vidkd.files import atomic_write_text, check_output, json_written_by, text_starting_with
 
 log = logging.getLogger("vidkd")
 
@@ -100,7 +100,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vidkd.engine.train import evaluate_student
 
     if args.json:
-        check_writable(args.json, "--json")
+        check_output(args.json, "--json", json_written_by("vidkd eval"), "a `vidkd eval` JSON report")
     if args.run_dir:
         run_dir = Path(args.run_dir)
         config_path = Path(args.config) if args.config else _run_dir_config(run_dir)
@@ -117,8 +117,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for line in result.lines():
         print("  " + line)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2))
+        report = {"written_by": "vidkd eval", "checkpoint": str(checkpoint), **result.as_dict()}
+        atomic_write_text(args.json, json.dumps(report, indent=2))
     return 0
 
 
@@ -167,9 +167,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vidkd.engine.distributed import resolve_device
     from vidkd.engine.hardware import apply_reuse_host_memory
     from vidkd.engine.predict import find_videos, predict_videos
-    from vidkd.files import check_writable as writable_file
-
-    json_path = writable_file(args.json, "--json") if args.json else None
+    json_path = (check_output(args.json, "--json", json_written_by("vidkd predict"),
+                              "a `vidkd predict` JSON report") if args.json else None)
     device = resolve_device(args.device)
     # as train.reuse_host_memory's default: each video's activations reuse the last one's pages
     _, memory_note = apply_reuse_host_memory(True, device)
@@ -200,8 +199,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         })
     print(f"{len(videos) - failed} predicted, {failed} unreadable")
     if json_path is not None:
-        json_path.write_text(json.dumps({
-            "checkpoint": str(args.checkpoint), "protocol": protocol, "clips": args.clips,
+        atomic_write_text(json_path, json.dumps({
+            "written_by": "vidkd predict", "checkpoint": str(args.checkpoint), "protocol": protocol, "clips": args.clips,
             "classes": classes, "videos": records, "failed": failed,
         }, indent=2))
     return 1 if failed else 0
@@ -213,11 +212,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from vidkd.engine import export
     from vidkd.engine.checkpoint import load_student
     from vidkd.engine.predict import clip_spec
-    from vidkd.files import check_writable as writable_file
-
     if args.format == "onnx":
         export.require_onnx()
-    out = writable_file(args.out, "--out")
+    out = check_output(args.out, "--out", lambda path: export.is_export(path, args.format),
+                       f"a {args.format} file written by `vidkd export`")
     if args.video and not Path(args.video).exists():
         raise VidkdError(f"--video {args.video} not found; pass a readable video file")
     student, description = load_student(Path(args.checkpoint))
@@ -260,8 +258,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from vidkd.data.prepare import prepare_dataset
 
     check_workers(args.workers)
-    check_writable(Path(args.report) if args.report else Path(args.dst) / "prepare-report.tsv",
-                   "--report")
+    check_output(Path(args.report) if args.report else Path(args.dst) / "prepare-report.tsv",
+                 "--report", text_starting_with("# vidkd prepare "), "a `vidkd prepare` report")
     report = prepare_dataset(
         Path(args.src), Path(args.dst), args.short_side, args.workers, progress=not args.quiet,
         codec=args.codec, crf=args.crf, gop=args.gop,
@@ -282,9 +280,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from vidkd.data.check import check_config, check_directory, check_workers
 
     check_workers(args.workers)
-    check_writable(args.report, "--report")
+    check_output(args.report, "--report", text_starting_with("# vidkd check "), "a `vidkd check` report")
     if args.skip_list:
-        check_writable(args.skip_list, "--skip-list")
+        check_output(args.skip_list, "--skip-list", text_starting_with("# vidkd check "),
+                     "a skip list written by `vidkd check`")
     if args.config:
         if args.dataset:
             raise VidkdError("vidkd check takes a DATASET folder or --config, not both")
@@ -327,7 +326,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.config_path and args.config:
         raise VidkdError("vidkd bench takes CONFIG or --config, not both")
     if args.json:
-        check_writable(args.json, "--json")
+        check_output(args.json, "--json", json_written_by("vidkd bench"), "a `vidkd bench` JSON report")
     precisions = tuple(_names(args.precisions, "--precisions", BENCH_PRECISIONS))
     methods = _names(args.methods, "--methods", tuple(METHODS)) if args.methods is not None else None
     overrides = list(args.overrides)
@@ -343,7 +342,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(format_report(report))
     if args.json:
         try:
-            Path(args.json).write_text(json.dumps(report, indent=2))
+            atomic_write_text(args.json, json.dumps({"written_by": "vidkd bench", **report}, indent=2))
         except OSError as error:
             raise VidkdError(f"--json {args.json}: the report could not be written ({error.strerror}); "
                              "the table above has every figure") from None

@@ -6,13 +6,19 @@ first entry of a list is never silently renamed ``'\\ufeff...'``. A file that is
 UTF-8 is a :class:`~vidkd.errors.VidkdError` naming the file and the byte offset.
 
 Outputs that are written after long work (reports, JSON results) are checked first
-with :func:`check_writable`, so a bad path fails before the work, not after it.
+with :func:`check_writable`, so a bad path fails before the work, not after it, and with
+:func:`check_output`, so that an output path never replaces a file the command did not
+write before (the checkpoint, a video, a config, a run's ``results.json``: one typo
+away from ``--json``). They are written with :func:`atomic_write_text`: a killed
+command leaves the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from vidkd.errors import VidkdError
@@ -96,3 +102,85 @@ def writable_dir(path: str | Path, option: str, fix: str = "pass a writable dire
             f"{option} {directory} is not writable ({error.strerror or error}); {fix}"
         ) from None
     return directory
+
+
+def check_output(path: str | Path, option: str, previous: Callable[[Path], bool], what: str) -> Path:
+    """:func:`check_writable`, and refuse to replace an existing file that ``previous``
+    does not recognise as an earlier output of the same command (``what`` names it)."""
+    path = Path(path)
+    if path.is_file() and not previous(path):
+        raise VidkdError(
+            f"{option} {path} exists and is not {what}, so it is left alone: pass a new path "
+            "(or remove that file yourself if it may go)"
+        )
+    return check_writable(path, option)
+
+
+def _head(path: Path, size: int = 4096) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(size)
+    except OSError:
+        return b""
+
+
+def json_written_by(command: str) -> Callable[[Path], bool]:
+    """``previous`` for :func:`check_output`: an empty file, or a JSON object whose
+    ``written_by`` is ``command`` (every vidkd JSON output carries it)."""
+
+    def previous(path: Path) -> bool:
+        if path.stat().st_size == 0:
+            return True
+        if not _head(path, 64).lstrip().startswith(b"{") or path.stat().st_size > 256 * 2**20:
+            return False
+        try:
+            value = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return False
+        return isinstance(value, dict) and value.get("written_by") == command
+
+    return previous
+
+
+def text_starting_with(prefix: str) -> Callable[[Path], bool]:
+    """``previous`` for :func:`check_output`: an empty file, or text whose first line starts
+    with ``prefix`` (the header line of a vidkd report)."""
+
+    def previous(path: Path) -> bool:
+        head = _head(path)
+        return not head or head.startswith(prefix.encode())
+
+    return previous
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` under a temporary name in ``path``'s folder, fsync it, then rename it
+    into place (and fsync the folder): a crash leaves the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -33,7 +35,12 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     assert code == 0
     assert "video top-1 (2 clips x 1 centre crop)" in out and "clip top-1" in out
     assert "video top-3" in out  # 3 classes: top-5 is reported as top-3
-    assert (tmp_path / "eval.json").is_file()
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["written_by"] == "vidkd eval" and report["num_videos"] > 0
+    code, _, _ = run_cli(capsys, "eval", str(tmp_path / "runs" / "b"), "-q", "--set",
+                         "eval.test_clips=1", "--json", str(tmp_path / "eval.json"))
+    assert code == 0  # its own earlier report is replaced
+    assert "1 clip" in json.loads((tmp_path / "eval.json").read_text())["protocol"]
     code, out, _ = run_cli(capsys, "compare", str(tmp_path / "runs" / "b"))
     assert code == 0 and "video top-1" in out and "baseline" in out
     assert "augment" in out and " flip " in out  # baseline: crop + flip

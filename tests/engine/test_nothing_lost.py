@@ -308,8 +308,9 @@ def test_files_and_directories_are_fsynced_before_the_rename(tmp_path, monkeypat
     for synced in ("model.safetensors", "state.pt", "manifest.json", ".epoch_0001.tmp"):
         assert f"fsync {synced}" in before, synced
     assert events[rename + 1] == "fsync checkpoints"  # the rename itself is made durable
-    pointer = events.index("rename .last.tmp -> last")
-    assert "fsync .last.tmp" in events[rename:pointer] and events[pointer + 1] == "fsync checkpoints"
+    pointer = next(i for i, e in enumerate(events) if e.startswith("rename .last.") and e.endswith(" -> last"))
+    temporary = events[pointer].split()[1]  # .last.<random>.tmp, beside the pointer
+    assert f"fsync {temporary}" in events[rename:pointer] and events[pointer + 1] == "fsync checkpoints"
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

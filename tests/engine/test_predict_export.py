@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -276,3 +277,35 @@ def test_a_description_too_large_to_build_is_one_line(tmp_path, student_file, st
     save_file(tensors, str(edited), metadata={**metadata, key: json.dumps(description)})
     with pytest.raises(VidkdError, match="edited.safetensors: its model description is impossible"):
         load_student(edited)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_export_replaces_its_own_file_whole_or_not_at_all(tmp_path, student_file, monkeypatch, fmt):
+    """A second export to the same --out replaces the first; an export that fails half-way
+    keeps the first file and leaves no temporary beside it."""
+    if fmt == "onnx":
+        pytest.importorskip("onnx")
+    from vidkd.engine import export
+
+    student, description = load_student(student_file)
+    out_file = tmp_path / "shipped" / f"student.{fmt}"
+    export.export_student(student, description, fmt, out_file)
+    assert export.is_export(out_file, fmt) and not export.is_export(student_file, fmt)
+    first = out_file.read_bytes()
+    real_writer = export.export_onnx if fmt == "onnx" else export.export_torchscript
+
+    def dies_half_way(model, desc, path):
+        real_writer(model, desc, path)
+        with open(path, "r+b") as handle:  # as if killed while writing: a truncated file
+            handle.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, f"export_{fmt}", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        export.export_student(student, description, fmt, out_file)
+    assert out_file.read_bytes() == first and os.listdir(out_file.parent) == [out_file.name]
+    monkeypatch.setattr(export, f"export_{fmt}", real_writer)
+    description["classes"] = ["a", "b", "c"]  # a different protocol, so the bytes change
+    export.export_student(student, description, fmt, out_file)
+    assert export.read_metadata(out_file, fmt)["classes"] == ["a", "b", "c"]

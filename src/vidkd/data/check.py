@@ -52,6 +52,7 @@ from vidkd.data.index.walk import (
     entry_kind,
 )
 from vidkd.errors import VidkdError
+from vidkd.files import atomic_write_text
 
 log = logging.getLogger("vidkd")
 
@@ -354,21 +355,18 @@ class CheckReport:
 
     def write(self, path: Path) -> None:
         """The TSV report; its first column makes it a skip list for ``data.skip_list``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         lines = [
             f"# vidkd check {self.source}: {self.checked} videos, {len(self.problems)} unreadable",
             "# use as a skip list: --set data.skip_list=" + str(path),
             "# path\tproblem",
         ]
         lines += [f"{os.path.abspath(name)}\t{problem}" for name, problem in self.problems.items()]
-        path.write_text("\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")
 
     def write_skip_list(self, path: Path) -> None:
-        """Only the unreadable paths (absolute), one a line."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{os.path.abspath(name)}\n" for name in self.problems))
+        """A header comment, then only the unreadable paths (absolute), one a line."""
+        header = f"# vidkd check {self.source}: the unreadable videos, one a line ({len(self.problems)})\n"
+        atomic_write_text(path, header + "".join(f"{os.path.abspath(name)}\n" for name in self.problems))
 
 
 def check_paths(

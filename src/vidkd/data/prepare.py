@@ -55,6 +55,7 @@ from vidkd.data.decode import list_frame_files, scaled_size
 from vidkd.data.index.walk import VisitedDirs
 from vidkd.data.synthetic import video_codec
 from vidkd.errors import VidkdError
+from vidkd.files import atomic_write_text
 
 log = logging.getLogger("vidkd")
 
@@ -113,8 +114,7 @@ class PrepareReport:
             "# source\tproblem",
         ]
         lines += [f"{source}\t{problem}" for source, problem in self.failed.items()]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text("\n".join(lines) + "\n")
+        atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 # --------------------------------------------------------------------------- one video

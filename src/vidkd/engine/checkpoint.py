@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vidkd.errors import VidkdError
+from vidkd.files import atomic_write_text, fsync_dir
 from vidkd.models.build import build_from_description
 
 log = logging.getLogger("vidkd")
@@ -46,31 +47,6 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` under a temporary name, fsync it, then rename into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _sha256(path: Path) -> str:
@@ -173,7 +149,7 @@ def save_checkpoint(
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         for file in (*FILES, MANIFEST):
             _fsync_file(tmp / file)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
     except OSError as error:
         shutil.rmtree(tmp, ignore_errors=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -185,7 +161,7 @@ def save_checkpoint(
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     atomic_write_text(directory / POINTER, name + "\n")
     finished = list_checkpoints(directory)
     for old in finished[: max(len(finished) - keep, 0)]:
@@ -281,7 +257,7 @@ def save_student(path: Path, student: torch.nn.Module, description: dict[str, An
     save_file(_contiguous(student.state_dict()), str(tmp), metadata={"vidkd": json.dumps(description)})
     _fsync_file(tmp)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_student_description(path: Path) -> dict[str, Any]:

@@ -12,7 +12,9 @@ latency of both is measured in the same process.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from vidkd.errors import VidkdError
+from vidkd.files import fsync_dir
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "vidkd"
@@ -138,13 +141,35 @@ def export_torchscript(student: nn.Module, description: dict[str, Any], out: Pat
 
 
 def export_student(student: nn.Module, description: dict[str, Any], fmt: str, out: Path) -> None:
+    """Write ``out`` under a temporary name beside it, then rename it into place: an export
+    that fails or is killed leaves the previous file (or none), never half of one."""
+    writers = {"onnx": export_onnx, "torchscript": export_torchscript}
+    if fmt not in writers:
+        raise VidkdError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_onnx()
-        export_onnx(student, description, out)
-    elif fmt == "torchscript":
-        export_torchscript(student, description, out)
-    else:
-        raise VidkdError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        writers[fmt](student, description, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(out.parent)
+
+
+def is_export(path: Path, fmt: str) -> bool:
+    """Whether ``path`` is empty or a ``fmt`` file that ``vidkd export`` wrote (it holds the
+    input protocol under :data:`METADATA_KEY`): the only files ``--out`` may replace."""
+    if path.stat().st_size == 0:
+        return True
+    try:
+        return isinstance(read_metadata(path, fmt), dict)
+    except Exception:  # noqa: BLE001 - any file the runtimes cannot read as an export
+        return False
 
 
 def read_metadata(path: Path, fmt: str) -> dict[str, Any]:

@@ -40,7 +40,6 @@ from vidkd.data.decode import open_clip_reader
 from vidkd.data.transforms import to_model_input
 from vidkd.engine import distributed
 from vidkd.engine.checkpoint import (
-    atomic_write_text,
     latest_checkpoint,
     load_checkpoint,
     load_student,
@@ -68,7 +67,7 @@ from vidkd.engine.rundir import (
 )
 from vidkd.engine.schedule import LRSchedule
 from vidkd.errors import VidkdError
-from vidkd.files import writable_dir
+from vidkd.files import atomic_write_text, writable_dir
 from vidkd.methods import METHODS, Method
 from vidkd.models.resnet3d import ResNet3D, resnet3d
 

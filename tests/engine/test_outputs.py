@@ -1,0 +1,109 @@
+"""Output paths (--json, --out, --report, --skip-list): written whole or not at all, and
+never in place of a file the command did not write before."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from vidkd.cli import main
+from vidkd.errors import VidkdError
+from vidkd.files import atomic_write_text, check_output, json_written_by, text_starting_with
+
+VICTIMS = {  # files a typo in an output option could name, each with its own bytes
+    "results.json": b'{"video_top1": 81.46, "epochs": 16}\n',
+    "config.yaml": b"name: demo\ntrain:\n  epochs: 16\n",
+    "video.mp4": b"\x00\x00\x00\x18ftypmp42 not really a video",
+    "student.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ",
+    "trainlist.txt": b"c0/v0.mp4 1\nc1/v1.mp4 2\n",
+}
+
+
+def victim(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    path.write_bytes(VICTIMS[name])
+    return path
+
+
+@pytest.mark.parametrize("command, name", [
+    ("eval --json", "results.json"), ("eval --json", "config.yaml"),
+    ("predict --json", "video.mp4"), ("bench --json", "config.yaml"),
+    ("export --out torchscript", "student.safetensors"), ("export --out onnx", "student.safetensors"),
+    ("check --report", "trainlist.txt"), ("check --skip-list", "trainlist.txt"),
+    ("prepare --report", "video.mp4"),
+])
+def test_an_output_never_replaces_a_file_it_did_not_write(tmp_path, capsys, command, name):
+    target = victim(tmp_path, name)
+    config = victim(tmp_path, "config.yaml") if name != "config.yaml" else target
+    checkpoint = victim(tmp_path, "student.safetensors")
+    videos = tmp_path / "videos"
+    argv = {
+        "eval --json": ["eval", "-c", str(config), "--checkpoint", str(checkpoint), "--json", str(target)],
+        "predict --json": ["predict", str(checkpoint), str(target), "--json", str(target)],
+        "bench --json": ["bench", str(config), "--json", str(target)],
+        "export --out torchscript": ["export", str(checkpoint), "--format", "torchscript", "--out", str(target)],
+        "export --out onnx": ["export", str(checkpoint), "--format", "onnx", "--out", str(target)],
+        "check --report": ["check", str(videos), "--report", str(target)],
+        "check --skip-list": ["check", str(videos), "--report", str(tmp_path / "r.tsv"),
+                              "--skip-list", str(target)],
+        "prepare --report": ["prepare", str(videos), str(tmp_path / "dst"), "--report", str(target)],
+    }[command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    option = command.split()[1]
+    assert err.count("\n") == 1 and "Traceback" not in err + out, err
+    assert f"{option} {target} exists and is not" in err and "left alone" in err
+    assert target.read_bytes() == VICTIMS[name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing else written either
+
+
+def test_own_earlier_outputs_and_empty_files_are_replaced(tmp_path):
+    report = tmp_path / "eval.json"
+    report.write_text(json.dumps({"written_by": "vidkd eval", "video_top1": 1.0}))
+    assert check_output(report, "--json", json_written_by("vidkd eval"), "x") == report
+    with pytest.raises(VidkdError, match="not a bench report"):  # another command's JSON
+        check_output(report, "--json", json_written_by("vidkd bench"), "a bench report")
+    for text in ('["written_by", "vidkd eval"]', '{"written_by": "vidkd eval"', "{}"):
+        report.write_text(text)  # a list, truncated JSON, no written_by
+        with pytest.raises(VidkdError, match="left alone"):
+            check_output(report, "--json", json_written_by("vidkd eval"), "x")
+    report.write_text("")
+    assert check_output(report, "--json", json_written_by("vidkd eval"), "x") == report
+    tsv = tmp_path / "check.tsv"
+    tsv.write_text("# vidkd check videos: 0 videos, 0 unreadable\n")
+    assert check_output(tsv, "--report", text_starting_with("# vidkd check "), "x") == tsv
+    tsv.write_text("#  vidkd check videos\n")
+    with pytest.raises(VidkdError, match="left alone"):
+        check_output(tsv, "--report", text_starting_with("# vidkd check "), "x")
+
+
+def test_check_replaces_its_own_report_and_skip_list(tmp_path, capsys):
+    (tmp_path / "videos" / "c0").mkdir(parents=True)
+    (tmp_path / "videos" / "c0" / "bad.mp4").write_bytes(b"not a video")
+    argv = ["check", str(tmp_path / "videos"), "--report", str(tmp_path / "r.tsv"),
+            "--skip-list", str(tmp_path / "skip.txt"), "-q", "-j", "1"]
+    assert main(argv) == 1
+    first = (tmp_path / "skip.txt").read_text()
+    (tmp_path / "videos" / "c0" / "bad2.mp4").write_bytes(b"not a video either")
+    assert main(argv) == 1  # the second run replaces both files it wrote
+    capsys.readouterr()
+    skipped = [line for line in (tmp_path / "skip.txt").read_text().splitlines() if not line.startswith("#")]
+    assert first.count("\n") == 2 and sorted(Path(p).name for p in skipped) == ["bad.mp4", "bad2.mp4"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "out" / "report.json"
+    atomic_write_text(path, "old")
+    assert path.read_text() == "old"
+
+    def fail(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        atomic_write_text(path, "new" * 1000)
+    assert path.read_text() == "old" and os.listdir(path.parent) == ["report.json"]
