@@ -77,8 +77,10 @@ def test_compile_without_a_compiler_is_one_clear_error(tmp_path, synthetic_cache
         train(cfg, progress=False)
 
 
-def test_bf16_on_a_cpu_without_native_bf16_warns_before_training(
-    tmp_path, synthetic_cache, tiny_config, monkeypatch, caplog
+@pytest.mark.parametrize("precision, warning", [("bf16", "without AVX512-BF16 or AMX"),
+                                                ("fp16", "fp16 autocast is for GPUs")])
+def test_a_slow_cpu_precision_warns_before_training(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch, caplog, precision, warning
 ):
     """The warning comes before any work. The run is stopped right after it, and the bf16
     probe is off: the tiny clips here (4 frames) crash oneDNN's bf16 stem gradient on some
@@ -95,11 +97,11 @@ def test_bf16_on_a_cpu_without_native_bf16_warns_before_training(
     monkeypatch.setattr(train_module, "cpu_bf16_step_problem", lambda *shape: None)
     monkeypatch.setattr(train_module, "_train", stop)
     cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={
-        "epochs": 1, "precision": "bf16"}))
+        "epochs": 1, "precision": precision}))
     with caplog.at_level(logging.INFO, logger="vidkd"), pytest.raises(Stop):
         train(cfg, progress=False)
     messages = [record.getMessage() for record in caplog.records]
-    assert sum("without AVX512-BF16 or AMX" in m for m in messages) == 1
+    assert sum(warning in m for m in messages) == 1
 
 
 def test_bf16_that_crashes_on_this_cpu_is_refused_before_anything_is_written(
@@ -139,13 +141,15 @@ def test_bf16_probe_reports_a_crash_and_a_hang_without_dying(monkeypatch):
     assert "hung for 2s" in hardware.cpu_bf16_step_problem(10, 0.125, 8, 32, timeout=2)
 
 
-def test_no_bf16_warning_with_native_bf16_or_fp32(monkeypatch):
-    cpu = torch.device("cpu")
+def test_slow_precision_warnings(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: True)
-    assert hardware.bf16_warning(cpu) is None
+    assert hardware.precision_warning("bf16", cpu) is None
+    assert "fp16 autocast is for GPUs" in hardware.precision_warning("fp16", cpu)
     monkeypatch.setattr(hardware, "cpu_native_bf16", lambda: False)
-    assert "AVX512-BF16" in hardware.bf16_warning(cpu)
-    assert hardware.bf16_warning(torch.device("cuda")) is None
+    assert "AVX512-BF16" in hardware.precision_warning("bf16", cpu)
+    assert hardware.precision_warning("fp32", cpu) is None
+    assert all(hardware.precision_warning(p, cuda) is None for p in ("fp32", "bf16", "fp16"))
 
 
 def test_native_bf16_detection_reads_cpu_flags(monkeypatch):

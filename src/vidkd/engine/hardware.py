@@ -50,12 +50,20 @@ def cpu_native_bf16() -> bool:
     return bool(cpu_flags() & set(NATIVE_BF16_FLAGS))
 
 
-def bf16_warning(device: torch.device) -> str | None:
-    """One line for ``train.precision=bf16`` on a CPU without native bf16, else None."""
-    if device.type != "cpu" or cpu_native_bf16():
+def precision_warning(precision: str, device: torch.device) -> str | None:
+    """One line for a ``train.precision`` that is slow on this CPU, else None: bf16 on a CPU
+    without native bf16, and fp16 on any CPU (autocast's fp16 convolutions on a CPU took 26x
+    as long as fp32 on a demo step, 2026-11-30, 2-core AMD EPYC)."""
+    if device.type != "cpu":
         return None
-    return ("train.precision=bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated and can "
-            "be many times slower than fp32 here (`vidkd bench` measures both); prefer fp32")
+    if precision == "fp16":
+        return ("train.precision=fp16 on a CPU: fp16 autocast is for GPUs, and its CPU kernels "
+                "are many times slower than fp32 (`vidkd bench` does not time it here); prefer "
+                "fp32, or bf16 on a CPU with AVX512-BF16 or AMX")
+    if precision == "bf16" and not cpu_native_bf16():
+        return ("train.precision=bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated and can "
+                "be many times slower than fp32 here (`vidkd bench` measures both); prefer fp32")
+    return None
 
 
 def compile_unavailable(device: torch.device) -> str | None:

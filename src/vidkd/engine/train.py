@@ -51,9 +51,9 @@ from vidkd.engine.checkpoint import (
 from vidkd.engine.evaluate import EvalResult, autocast, evaluate
 from vidkd.engine.hardware import (
     apply_reuse_host_memory,
-    bf16_warning,
     compile_module,
     cpu_bf16_step_problem,
+    precision_warning,
     trim_host_memory,
 )
 from vidkd.engine.rundir import (
@@ -371,8 +371,9 @@ def train(
         cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))
     )
     dist_info = distributed.init_distributed(device)
-    if cfg.train.precision == "bf16" and dist_info.is_main and bf16_warning(device):
-        log.warning(bf16_warning(device))
+    slow_precision = precision_warning(cfg.train.precision, device)
+    if slow_precision and dist_info.is_main:
+        log.warning(slow_precision)
     if cfg.train.precision == "bf16" and device.type == "cpu":  # every rank would crash alike
         m = cfg.model
         problem = cpu_bf16_step_problem(m.depth, m.width_multiplier, cfg.data.clip_len,
