@@ -125,6 +125,33 @@ def test_overwrite_deletes_the_earlier_run_and_says_so(tmp_path, synthetic_cache
     assert [event["event"] for event in history] == ["overwrite"]
 
 
+def test_a_start_refused_for_its_data_needs_no_overwrite_the_next_time(
+    tmp_path, synthetic_cache, tiny_config
+):
+    """A start that stopped before training left only its marker and history.jsonl: the
+    corrected start takes the directory over (both starts stay in the history), while a
+    directory with anything more in it still needs --overwrite."""
+    values = tiny_config(synthetic_cache, tmp_path, train={"epochs": 1})
+    good = config_from_dict(values)
+    bad = config_from_dict({**values, "data": {**values["data"], "dataset": "folder",
+                                               "root": str(tmp_path / "no_such_dataset")}})
+    with pytest.raises(VidkdError, match="no_such_dataset"):
+        train(bad, progress=False)
+    run = tmp_path / "tiny"
+    assert sorted(p.name for p in run.iterdir()) == [".lock", ".vidkd-run", "history.jsonl"]
+    with pytest.raises(VidkdError, match="no checkpoint yet; start the run without --resume"):
+        train(good, resume=True, progress=False)
+    train(good, progress=False)
+    history = [json.loads(line)["event"] for line in (run / "history.jsonl").read_text().splitlines()]
+    assert history == ["start", "start"] and (run / "student.safetensors").is_file()
+
+    (tmp_path / "other").mkdir()
+    for name in (".vidkd-run", "history.jsonl", "metrics.jsonl"):  # stopped inside epoch 1
+        (tmp_path / "other" / name).write_text("")
+    with pytest.raises(VidkdError, match="already holds a run"):
+        train(config_from_dict({**values, "name": "other"}), progress=False)
+
+
 # ----------------------------------------------------------------------------- run lock
 
 

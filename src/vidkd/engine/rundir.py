@@ -28,6 +28,7 @@ log = logging.getLogger("vidkd")
 
 LOCK = ".lock"
 MARKER = ".vidkd-run"
+HISTORY = "history.jsonl"
 
 
 def resolve_run_dir(out_dir: str | Path, name: str) -> Path:
@@ -61,6 +62,15 @@ def is_vidkd_run(path: Path) -> bool:
 def holds_files(path: Path) -> bool:
     """Whether ``path`` has anything in it besides our lock file."""
     return path.is_dir() and any(entry.name != LOCK for entry in path.iterdir())
+
+
+def never_trained(path: Path) -> bool:
+    """Whether ``path`` is a vidkd run that stopped before it wrote anything but its marker
+    and ``history.jsonl`` (a start refused for its data or its config): a new start may
+    take it over without ``--overwrite``, since there is nothing to lose."""
+    return (path / MARKER).is_file() and all(
+        entry.name in (LOCK, MARKER, HISTORY) and entry.is_file() for entry in path.iterdir()
+    )
 
 
 def clear_run(run_dir: Path) -> list[str]:

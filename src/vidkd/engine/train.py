@@ -62,6 +62,7 @@ from vidkd.engine.rundir import (
     clear_run,
     holds_files,
     is_vidkd_run,
+    never_trained,
     resolve_run_dir,
     resume_changes,
 )
@@ -408,7 +409,7 @@ def _train(
             removed = clear_run(run_dir)
             if removed:
                 log.info("--overwrite: deleted the earlier run in %s (%s)", run_dir, ", ".join(removed))
-        elif not resume and holds_files(run_dir):
+        elif not resume and holds_files(run_dir) and not never_trained(run_dir):
             if not is_vidkd_run(run_dir):
                 raise VidkdError(
                     f"{run_dir} holds files that are not a vidkd run; choose another name with "
@@ -426,9 +427,8 @@ def _train(
     if resume:
         checkpoint = latest_checkpoint(ckpt_dir)
         if checkpoint is None:
-            raise VidkdError(
-                f"--resume: {ckpt_dir} has no checkpoint yet; start the run over with --overwrite"
-            )
+            again = "without --resume" if never_trained(run_dir) else "over with --overwrite"
+            raise VidkdError(f"--resume: {ckpt_dir} has no checkpoint yet; start the run {again}")
         weights, state = load_checkpoint(checkpoint)
         stored = _stored_config(run_dir, state)
         if stored is None:
