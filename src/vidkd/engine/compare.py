@@ -30,6 +30,7 @@ from vidkd.engine.rundir import (
     resolve_run_dir,
 )
 from vidkd.errors import VidkdError
+from vidkd.files import atomic_write_text
 from vidkd.methods import METHODS
 from vidkd.report import RowResults, markdown_report, read_results, results_csv
 
@@ -359,6 +360,6 @@ def write_report(
                 f"{result.video_top1:.2f}% ({result.protocol})", out_dir / name,
             )
             names.append(name)
-    (out_dir / "results.csv").write_text(results_csv(rows))
-    (out_dir / "results.md").write_text(markdown_report(rows, command, names))
+    atomic_write_text(out_dir / "results.csv", results_csv(rows))
+    atomic_write_text(out_dir / "results.md", markdown_report(rows, command, names))
     return [out_dir / "results.md", out_dir / "results.csv", *(out_dir / n for n in names)]
