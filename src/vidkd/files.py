@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -153,21 +155,39 @@ def text_starting_with(prefix: str) -> Callable[[Path], bool]:
     return previous
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` under a temporary name in ``path``'s folder, fsync it, then rename it
-    into place (and fsync the folder): a crash leaves the old file or the new one."""
-    path = Path(path)
+def temporary_beside(path: Path) -> Path:
+    """A new, empty file beside ``path`` to be renamed onto it: a unique hidden name, the
+    mode ``path`` has (or the umask's default for a new file, as ``open`` would give)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        break
     try:
-        with os.fdopen(handle, "w") as out:
+        if path.is_file():
+            os.chmod(fd, stat.S_IMODE(path.stat().st_mode))
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` under a temporary name beside ``path``, fsync it, then rename it into
+    place (and fsync the folder): a crash leaves the old file or the new one. A symbolic
+    link is followed: the file it points to is replaced, the link stays."""
+    path = Path(os.path.realpath(path))
+    tmp = temporary_beside(path)
+    try:
+        with open(tmp, "w") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
 

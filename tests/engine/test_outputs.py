@@ -107,3 +107,28 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, mon
     with pytest.raises(OSError):
         atomic_write_text(path, "new" * 1000)
     assert path.read_text() == "old" and os.listdir(path.parent) == ["report.json"]
+
+
+def test_a_replaced_file_keeps_its_mode_and_its_symbolic_link(tmp_path):
+    """The temporary file is not mkstemp's private 0600: a new report gets the umask's
+    default, as `open` gives it; a replaced one keeps its mode; a link keeps pointing."""
+    umask = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.json"
+        atomic_write_text(fresh, "{}")
+        assert fresh.stat().st_mode & 0o777 == 0o644
+        private = tmp_path / "private.json"
+        private.write_text("old")
+        private.chmod(0o600)
+        atomic_write_text(private, "new")
+        assert private.stat().st_mode & 0o777 == 0o600 and private.read_text() == "new"
+    finally:
+        os.umask(umask)
+    (tmp_path / "reports").mkdir()
+    target = tmp_path / "reports" / "eval.json"
+    target.write_text("old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(os.listdir(tmp_path / "reports")) == ["eval.json"]

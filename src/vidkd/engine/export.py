@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from vidkd.errors import VidkdError
-from vidkd.files import fsync_dir
+from vidkd.files import fsync_dir, temporary_beside
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "vidkd"
@@ -148,11 +147,8 @@ def export_student(student: nn.Module, description: dict[str, Any], fmt: str, ou
         raise VidkdError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_onnx()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(handle)
-    tmp = Path(name)
+    out = Path(os.path.realpath(out))  # a symbolic link stays; the file it names is replaced
+    tmp = temporary_beside(out)
     try:
         writers[fmt](student, description, tmp)
         os.replace(tmp, out)
