@@ -27,7 +27,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vidkd.errors import VidkdError
-from vidkd.files import atomic_write_text, check_output, json_written_by, text_starting_with
+from vidkd.files import (
+    absolute_paths,
+    atomic_write_text,
+    check_output,
+    json_written_by,
+    text_starting_with,
+)
 
 log = logging.getLogger("vidkd")
 
@@ -88,6 +94,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_output(path: Path, write: Callable[[Path], object], option: str) -> None:
+    """Write an output whose path was checked before the work; a failure now (a full disk,
+    a folder made read-only meanwhile) is one line, and the results printed above stand."""
+    try:
+        write(path)
+    except OSError as error:
+        raise VidkdError(f"{option} {path} could not be written ({error.strerror or error}); "
+                         "the results are printed above") from None
+
+
 def _run_dir_config(run_dir: Path) -> Path:
     config = run_dir / "config.yaml"
     if not config.is_file():
@@ -99,8 +115,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vidkd.config import load_config
     from vidkd.engine.train import evaluate_student
 
-    if args.json:
-        check_output(args.json, "--json", json_written_by("vidkd eval"), "a `vidkd eval` JSON report")
+    json_path = (check_output(args.json, "--json", json_written_by("vidkd eval"),
+                              "a `vidkd eval` JSON report") if args.json else None)
     if args.run_dir:
         run_dir = Path(args.run_dir)
         config_path = Path(args.config) if args.config else _run_dir_config(run_dir)
@@ -116,9 +132,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{checkpoint}: 3D ResNet-{description['depth']} ({description['method']}) on {cfg.data.dataset} test split")
     for line in result.lines():
         print("  " + line)
-    if args.json:
+    if json_path is not None:
         report = {"written_by": "vidkd eval", "checkpoint": str(checkpoint), **result.as_dict()}
-        atomic_write_text(args.json, json.dumps(report, indent=2))
+        write_output(json_path, lambda path: atomic_write_text(path, json.dumps(report, indent=2)), "--json")
     return 0
 
 
@@ -199,10 +215,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         })
     print(f"{len(videos) - failed} predicted, {failed} unreadable")
     if json_path is not None:
-        atomic_write_text(json_path, json.dumps({
-            "written_by": "vidkd predict", "checkpoint": str(args.checkpoint), "protocol": protocol, "clips": args.clips,
-            "classes": classes, "videos": records, "failed": failed,
-        }, indent=2))
+        report = {
+            "written_by": "vidkd predict", "checkpoint": str(args.checkpoint), "protocol": protocol,
+            "clips": args.clips, "classes": classes, "videos": records, "failed": failed,
+        }
+        write_output(json_path, lambda path: atomic_write_text(path, json.dumps(report, indent=2)), "--json")
     return 1 if failed else 0
 
 
@@ -214,8 +231,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from vidkd.engine.predict import clip_spec
     if args.format == "onnx":
         export.require_onnx()
+    kind = {"onnx": "an ONNX file", "torchscript": "a TorchScript file"}[args.format]
     out = check_output(args.out, "--out", lambda path: export.is_export(path, args.format),
-                       f"a {args.format} file written by `vidkd export`")
+                       f"{kind} written by `vidkd export`", special=False)
     if args.video and not Path(args.video).exists():
         raise VidkdError(f"--video {args.video} not found; pass a readable video file")
     student, description = load_student(Path(args.checkpoint))
@@ -258,14 +276,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from vidkd.data.prepare import prepare_dataset
 
     check_workers(args.workers)
-    check_output(Path(args.report) if args.report else Path(args.dst) / "prepare-report.tsv",
-                 "--report", text_starting_with("# vidkd prepare "), "a `vidkd prepare` report")
+    report_path = check_output(args.report or Path(args.dst) / "prepare-report.tsv", "--report",
+                               text_starting_with("# vidkd prepare "), "a `vidkd prepare` report")
     report = prepare_dataset(
         Path(args.src), Path(args.dst), args.short_side, args.workers, progress=not args.quiet,
         codec=args.codec, crf=args.crf, gop=args.gop,
     )
-    report_path = Path(args.report) if args.report else report.dst / "prepare-report.tsv"
-    report.write(report_path)
+    write_output(report_path, report.write, "--report")
     print(f"{report.dst}: {report.transcoded} videos transcoded, {report.skipped} already done, "
           f"{len(report.failed)} failed, {report.copied} annotation files copied "
           f"({report.frames} frames, {report.seconds:.1f}s)")
@@ -280,10 +297,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     from vidkd.data.check import check_config, check_directory, check_workers
 
     check_workers(args.workers)
-    check_output(args.report, "--report", text_starting_with("# vidkd check "), "a `vidkd check` report")
+    report_path = check_output(args.report, "--report", text_starting_with("# vidkd check "),
+                               "a `vidkd check` report")
+    skip_path = None
     if args.skip_list:
-        check_output(args.skip_list, "--skip-list", text_starting_with("# vidkd check "),
-                     "a skip list written by `vidkd check`")
+        check_header = text_starting_with("# vidkd check ")
+        skip_path = check_output(args.skip_list, "--skip-list",
+                                 lambda path: check_header(path) or absolute_paths(path),
+                                 "a skip list written by `vidkd check`")
+        if os.path.realpath(skip_path) == os.path.realpath(report_path):
+            raise VidkdError(f"--skip-list {skip_path} is the --report file too: pass two paths "
+                             "(the report is a skip list already)")
     if args.config:
         if args.dataset:
             raise VidkdError("vidkd check takes a DATASET folder or --config, not both")
@@ -295,16 +319,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         report = check_directory(Path(args.dataset), args.workers, progress=not args.quiet)
     else:
         raise VidkdError("vidkd check needs a DATASET folder or --config CONFIG")
-    report.write(Path(args.report))
-    if args.skip_list:
-        report.write_skip_list(Path(args.skip_list))
+    write_output(report_path, report.write, "--report")
+    if skip_path is not None:
+        write_output(skip_path, report.write_skip_list, "--skip-list")
     print(f"{report.source}: {report.checked} videos decoded ({report.frames} frames, "
           f"{report.seconds:.1f}s), {len(report.problems)} unreadable")
     for path, problem in report.problems.items():
         print(f"  {path}: {problem}")
     if not report.ok:
-        report_path = os.path.abspath(args.report)
-        print(f"  report: {report_path}; skip them in training with --set data.skip_list={report_path}")
+        shown = os.path.abspath(report_path)
+        print(f"  report: {shown}; skip them in training with --set data.skip_list={shown}")
     return 0 if report.ok else 1
 
 
@@ -325,8 +349,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.config_path and args.config:
         raise VidkdError("vidkd bench takes CONFIG or --config, not both")
-    if args.json:
-        check_output(args.json, "--json", json_written_by("vidkd bench"), "a `vidkd bench` JSON report")
+    json_path = (check_output(args.json, "--json", json_written_by("vidkd bench"),
+                              "a `vidkd bench` JSON report") if args.json else None)
     precisions = tuple(_names(args.precisions, "--precisions", BENCH_PRECISIONS))
     methods = _names(args.methods, "--methods", tuple(METHODS)) if args.methods is not None else None
     overrides = list(args.overrides)
@@ -340,13 +364,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(cfg, steps=args.steps, warmup=args.warmup, precisions=precisions,
                        loader_batches=args.loader_batches, methods=methods)
     print(format_report(report))
-    if args.json:
-        try:
-            atomic_write_text(args.json, json.dumps({"written_by": "vidkd bench", **report}, indent=2))
-        except OSError as error:
-            raise VidkdError(f"--json {args.json}: the report could not be written ({error.strerror}); "
-                             "the table above has every figure") from None
-        print(f"written: {args.json}")
+    if json_path is not None:
+        text = json.dumps({"written_by": "vidkd bench", **report}, indent=2)
+        write_output(json_path, lambda path: atomic_write_text(path, text), "--json")
+        print(f"written: {json_path}")
     return 0
 
 

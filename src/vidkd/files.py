@@ -15,6 +15,7 @@ command leaves the old file or the new one, never half of one.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -57,31 +58,54 @@ def read_lines(path: str | Path, what: str = "file", fix: str = "") -> list[str]
     return [line.strip() for line in text.split("\n") if line.strip()]
 
 
+def is_special(path: str | Path) -> bool:
+    """Whether ``path`` names something that exists and is neither a regular file nor a
+    directory (``/dev/null``, ``/dev/stdout``, a FIFO): written in place, never replaced."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def check_writable(path: str | Path, option: str) -> Path:
-    """Fail now, with one line, if ``path`` could not be written later.
+    """Fail now, with one line, if ``path`` could not be written later; returns it (``~``
+    expanded).
 
     An existing file must be writable (it is opened for appending, which changes
-    nothing); otherwise the nearest existing parent must be a directory in which a file
-    can be created (a probe file is created and removed there). Missing parent folders
-    are created.
+    nothing), and so must the folder of the file a symbolic link leads to, where
+    :func:`atomic_write_text` puts its temporary file: a probe file is created and removed
+    there. For a new file the nearest existing parent must be a directory; missing parent
+    folders are created. A FIFO must have a reader.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
     fix = f"pass a writable file path to {option}"
     if path.is_dir():
         raise VidkdError(f"{option} {path} is a directory: {fix}")
     try:
-        if path.exists():
-            with path.open("a"):
-                pass
+        if is_special(path):
+            if stat.S_ISFIFO(os.stat(path).st_mode):
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError as error:
+                    if error.errno == errno.ENXIO:
+                        raise VidkdError(f"{option} {path} is a FIFO that nothing reads: {fix}") from None
+                    raise
+            else:
+                with open(path, "a"):
+                    pass
             return path
-        parent = path.parent
+        target = Path(os.path.realpath(path))
+        if target.exists():
+            with target.open("a"):
+                pass
+        parent = target.parent
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
         if not parent.is_dir():
             raise VidkdError(f"{option} {path}: {parent} is not a directory: {fix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        parent = path.parent
-        handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=target.parent)
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
@@ -106,15 +130,21 @@ def writable_dir(path: str | Path, option: str, fix: str = "pass a writable dire
     return directory
 
 
-def check_output(path: str | Path, option: str, previous: Callable[[Path], bool], what: str) -> Path:
+def check_output(
+    path: str | Path, option: str, previous: Callable[[Path], bool], what: str,
+    special: bool = True,
+) -> Path:
     """:func:`check_writable`, and refuse to replace an existing file that ``previous``
-    does not recognise as an earlier output of the same command (``what`` names it)."""
-    path = Path(path)
+    does not recognise as an earlier output of the same command (``what`` names it).
+    ``special=False`` also refuses ``/dev/null``, a FIFO and the like."""
+    path = Path(path).expanduser()
     if path.is_file() and not previous(path):
         raise VidkdError(
             f"{option} {path} exists and is not {what}, so it is left alone: pass a new path "
             "(or remove that file yourself if it may go)"
         )
+    if not special and is_special(path):
+        raise VidkdError(f"{option} {path} is not a regular file: pass a file path")
     return check_writable(path, option)
 
 
@@ -127,12 +157,10 @@ def _head(path: Path, size: int = 4096) -> bytes:
 
 
 def json_written_by(command: str) -> Callable[[Path], bool]:
-    """``previous`` for :func:`check_output`: an empty file, or a JSON object whose
-    ``written_by`` is ``command`` (every vidkd JSON output carries it)."""
+    """``previous`` for :func:`check_output`: a JSON object whose ``written_by`` is
+    ``command`` (every vidkd JSON report carries it)."""
 
     def previous(path: Path) -> bool:
-        if path.stat().st_size == 0:
-            return True
         if not _head(path, 64).lstrip().startswith(b"{") or path.stat().st_size > 256 * 2**20:
             return False
         try:
@@ -145,39 +173,69 @@ def json_written_by(command: str) -> Callable[[Path], bool]:
 
 
 def text_starting_with(prefix: str) -> Callable[[Path], bool]:
-    """``previous`` for :func:`check_output`: an empty file, or text whose first line starts
-    with ``prefix`` (the header line of a vidkd report)."""
+    """``previous`` for :func:`check_output`: text whose first line starts with ``prefix``
+    (the header line of a vidkd report)."""
 
     def previous(path: Path) -> bool:
-        head = _head(path)
-        return not head or head.startswith(prefix.encode())
+        return _head(path).startswith(prefix.encode())
 
     return previous
 
 
+def absolute_paths(path: Path) -> bool:
+    """``previous`` for :func:`check_output`: a list of absolute paths, one a line, as
+    ``vidkd check --skip-list`` wrote it before its lists got a header line."""
+    if path.stat().st_size > 16 * 2**20:
+        return False
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    entries = [line for line in lines if line.strip()]
+    return bool(entries) and all(os.path.isabs(line) and "\t" not in line for line in entries)
+
+
+def default_file_mode() -> int:
+    """The mode ``open`` gives a new file under this process's umask (0o644 under 022)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)  # no /proc: read it by setting it, then put it back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def temporary_beside(path: Path) -> Path:
-    """A new, empty file beside ``path`` to be renamed onto it: a unique hidden name, the
-    mode ``path`` has (or the umask's default for a new file, as ``open`` would give)."""
+    """A new, empty file beside ``path`` (a unique hidden name) to be renamed onto it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         except FileExistsError:
             continue
-        break
-    try:
-        if path.is_file():
-            os.chmod(fd, stat.S_IMODE(path.stat().st_mode))
-    finally:
-        os.close(fd)
-    return tmp
+        return tmp
+
+
+def keep_mode(tmp: Path, path: Path) -> None:
+    """Give ``tmp``, about to be renamed onto ``path``, the mode ``path`` has, or the
+    umask's default for a new file (some writers, such as safetensors, make 0600 files)."""
+    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else default_file_mode())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` under a temporary name beside ``path``, fsync it, then rename it into
     place (and fsync the folder): a crash leaves the old file or the new one. A symbolic
-    link is followed: the file it points to is replaced, the link stays."""
+    link is followed (the file it leads to is replaced, the link stays); ``/dev/stdout``,
+    ``/dev/null`` and other files that are not regular are written in place."""
+    path = Path(path).expanduser()
+    if is_special(path):
+        with open(path, "w") as out:
+            out.write(text)
+        return
     path = Path(os.path.realpath(path))
     tmp = temporary_beside(path)
     try:
@@ -185,6 +243,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
+        keep_mode(tmp, path)  # after writing: a read-only mode would have stopped the write
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -148,8 +148,16 @@ def test_a_start_refused_for_its_data_needs_no_overwrite_the_next_time(
     (tmp_path / "other").mkdir()
     for name in (".vidkd-run", "history.jsonl", "metrics.jsonl"):  # stopped inside epoch 1
         (tmp_path / "other" / name).write_text("")
-    with pytest.raises(VidkdError, match="already holds a run"):
+    with pytest.raises(VidkdError, match="stopped before its first checkpoint; pass --overwrite"):
         train(config_from_dict({**values, "name": "other"}), progress=False)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine\n")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / ".vidkd-run").write_text("")
+    (tmp_path / "linked" / "history.jsonl").symlink_to(precious)  # never written through
+    with pytest.raises(VidkdError, match="already holds a run"):
+        train(config_from_dict({**values, "name": "linked"}), progress=False)
+    assert precious.read_text() == "mine\n"
 
 
 # ----------------------------------------------------------------------------- run lock

@@ -61,24 +61,23 @@ def test_an_output_never_replaces_a_file_it_did_not_write(tmp_path, capsys, comm
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing else written either
 
 
-def test_own_earlier_outputs_and_empty_files_are_replaced(tmp_path):
+def test_own_earlier_outputs_are_replaced_and_nothing_else(tmp_path):
     report = tmp_path / "eval.json"
     report.write_text(json.dumps({"written_by": "vidkd eval", "video_top1": 1.0}))
     assert check_output(report, "--json", json_written_by("vidkd eval"), "x") == report
     with pytest.raises(VidkdError, match="not a bench report"):  # another command's JSON
         check_output(report, "--json", json_written_by("vidkd bench"), "a bench report")
-    for text in ('["written_by", "vidkd eval"]', '{"written_by": "vidkd eval"', "{}"):
-        report.write_text(text)  # a list, truncated JSON, no written_by
+    for text in ('["written_by", "vidkd eval"]', '{"written_by": "vidkd eval"', "{}", ""):
+        report.write_text(text)  # a list, truncated JSON, no written_by, an empty file (a marker)
         with pytest.raises(VidkdError, match="left alone"):
             check_output(report, "--json", json_written_by("vidkd eval"), "x")
-    report.write_text("")
-    assert check_output(report, "--json", json_written_by("vidkd eval"), "x") == report
     tsv = tmp_path / "check.tsv"
     tsv.write_text("# vidkd check videos: 0 videos, 0 unreadable\n")
     assert check_output(tsv, "--report", text_starting_with("# vidkd check "), "x") == tsv
-    tsv.write_text("#  vidkd check videos\n")
-    with pytest.raises(VidkdError, match="left alone"):
-        check_output(tsv, "--report", text_starting_with("# vidkd check "), "x")
+    for text in ("#  vidkd check videos\n", ""):
+        tsv.write_text(text)
+        with pytest.raises(VidkdError, match="left alone"):
+            check_output(tsv, "--report", text_starting_with("# vidkd check "), "x")
 
 
 def test_check_replaces_its_own_report_and_skip_list(tmp_path, capsys):
@@ -132,3 +131,81 @@ def test_a_replaced_file_keeps_its_mode_and_its_symbolic_link(tmp_path):
     atomic_write_text(link, "new")
     assert link.is_symlink() and target.read_text() == "new"
     assert sorted(os.listdir(tmp_path / "reports")) == ["eval.json"]
+
+
+def test_special_files_are_written_in_place_never_replaced(tmp_path, capsys):
+    """A FIFO (as /dev/stdout piped, or /dev/null) stays what it is; export refuses one
+    (it reads its file back); a FIFO nobody reads is refused before the work, not waited on."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader.start()
+    atomic_write_text(tmp_path / "pipe", "report\n")
+    reader.join(timeout=10)
+    assert received == ["report\n"] and fifo.is_fifo() and os.listdir(tmp_path) == ["pipe"]
+
+    assert main(["check", str(tmp_path / "videos"), "--report", str(fifo)]) == 2
+    assert "is a FIFO that nothing reads" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "s.safetensors"), "--format", "torchscript",
+                 "--out", str(fifo)]) == 2
+    assert "is not a regular file" in capsys.readouterr().err
+    assert fifo.is_fifo()
+
+
+def test_check_report_and_skip_list_are_two_files(tmp_path, capsys):
+    same = tmp_path / "r.tsv"
+    assert main(["check", str(tmp_path / "videos"), "--report", str(same), "--skip-list",
+                 str(tmp_path / "." / "r.tsv")]) == 2
+    assert "is the --report file too" in capsys.readouterr().err and not same.exists()
+
+
+def test_a_skip_list_from_before_the_header_may_be_replaced(tmp_path):
+    from vidkd.files import absolute_paths
+
+    old = tmp_path / "skip.txt"
+    old.write_text("/data/ucf/a.avi\n\n/data/ucf/b.avi\n")
+    assert absolute_paths(old)
+    for text in ("c0/v0.mp4 1\n", "/data/a.avi\t3\n", ""):  # a split file, a TSV, nothing
+        old.write_text(text)
+        assert not absolute_paths(old)
+
+
+def test_a_write_that_fails_after_the_work_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import vidkd.data.check
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(vidkd.data.check, "atomic_write_text", full)
+    (tmp_path / "videos" / "c0").mkdir(parents=True)
+    (tmp_path / "videos" / "c0" / "bad.mp4").write_bytes(b"not a video")
+    assert main(["check", str(tmp_path / "videos"), "--report", str(tmp_path / "r.tsv"), "-q"]) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"vidkd: error: --report {tmp_path / 'r.tsv'} could not be written (No space left "
+                   "on device); the results are printed above\n") and "Traceback" not in out
+
+
+def test_shipped_weights_get_the_umask_mode_not_safetensors_0600(tmp_path):
+    import torch
+
+    from vidkd.engine.checkpoint import save_checkpoint, save_student
+
+    umask = os.umask(0o022)
+    try:
+        save_student(tmp_path / "student.safetensors", torch.nn.Linear(2, 2), {"depth": 10})
+        save_checkpoint(tmp_path / "checkpoints", 1, {"w": torch.ones(2)}, {"epoch": 0})
+    finally:
+        os.umask(umask)
+    for path in (tmp_path / "student.safetensors", tmp_path / "checkpoints" / "epoch_0001" / "model.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+
+
+def test_a_home_relative_output_path_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = check_output("~/reports/eval.json", "--json", json_written_by("vidkd eval"), "x")
+    assert path == tmp_path / "home" / "reports" / "eval.json" and path.parent.is_dir()

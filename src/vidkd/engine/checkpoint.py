@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vidkd.errors import VidkdError
-from vidkd.files import atomic_write_text, fsync_dir
+from vidkd.files import atomic_write_text, fsync_dir, keep_mode
 from vidkd.models.build import build_from_description
 
 log = logging.getLogger("vidkd")
@@ -141,6 +141,7 @@ def save_checkpoint(
             shutil.rmtree(tmp)
         tmp.mkdir()
         save_file(weights, str(tmp / "model.safetensors"))
+        keep_mode(tmp / "model.safetensors", final / "model.safetensors")  # not safetensors' 0600
         torch.save(state, tmp / "state.pt")
         manifest = {
             file: {"bytes": (tmp / file).stat().st_size, "sha256": _sha256(tmp / file)}
@@ -255,6 +256,7 @@ def save_student(path: Path, student: torch.nn.Module, description: dict[str, An
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(_contiguous(student.state_dict()), str(tmp), metadata={"vidkd": json.dumps(description)})
+    keep_mode(tmp, path)  # an earlier student's mode, or the umask's default: not safetensors' 0600
     _fsync_file(tmp)
     os.replace(tmp, path)
     fsync_dir(path.parent)

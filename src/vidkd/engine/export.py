@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vidkd.errors import VidkdError
-from vidkd.files import fsync_dir, temporary_beside
+from vidkd.files import fsync_dir, is_special, keep_mode, temporary_beside
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "vidkd"
@@ -147,10 +147,13 @@ def export_student(student: nn.Module, description: dict[str, Any], fmt: str, ou
         raise VidkdError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if fmt == "onnx":
         require_onnx()
+    if is_special(out):  # the file is read back for the parity check
+        raise VidkdError(f"--out {out} is not a regular file: pass a file path")
     out = Path(os.path.realpath(out))  # a symbolic link stays; the file it names is replaced
     tmp = temporary_beside(out)
     try:
         writers[fmt](student, description, tmp)
+        keep_mode(tmp, out)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -158,10 +161,8 @@ def export_student(student: nn.Module, description: dict[str, Any], fmt: str, ou
 
 
 def is_export(path: Path, fmt: str) -> bool:
-    """Whether ``path`` is empty or a ``fmt`` file that ``vidkd export`` wrote (it holds the
-    input protocol under :data:`METADATA_KEY`): the only files ``--out`` may replace."""
-    if path.stat().st_size == 0:
-        return True
+    """Whether ``path`` is a ``fmt`` file that ``vidkd export`` wrote (it holds the input
+    protocol under :data:`METADATA_KEY`): the only files ``--out`` may replace."""
     try:
         return isinstance(read_metadata(path, fmt), dict)
     except Exception:  # noqa: BLE001 - any file the runtimes cannot read as an export

@@ -69,7 +69,8 @@ def never_trained(path: Path) -> bool:
     and ``history.jsonl`` (a start refused for its data or its config): a new start may
     take it over without ``--overwrite``, since there is nothing to lose."""
     return (path / MARKER).is_file() and all(
-        entry.name in (LOCK, MARKER, HISTORY) and entry.is_file() for entry in path.iterdir()
+        entry.name in (LOCK, MARKER, HISTORY) and entry.is_file() and not entry.is_symlink()
+        for entry in path.iterdir()
     )
 
 

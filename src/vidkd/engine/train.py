@@ -415,6 +415,11 @@ def _train(
                     f"{run_dir} holds files that are not a vidkd run; choose another name with "
                     "--set name=NEW or another train.out_dir"
                 )
+            if latest_checkpoint(ckpt_dir) is None:  # nothing --resume could continue
+                raise VidkdError(
+                    f"{run_dir} already holds a run that stopped before its first checkpoint; "
+                    "pass --overwrite to start it over, or choose another name with --set name=NEW"
+                )
             raise VidkdError(
                 f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to start "
                 "over, or choose another name with --set name=NEW"
