@@ -309,3 +309,19 @@ def test_export_replaces_its_own_file_whole_or_not_at_all(tmp_path, student_file
     description["classes"] = ["a", "b", "c"]  # a different protocol, so the bytes change
     export.export_student(student, description, fmt, out_file)
     assert export.read_metadata(out_file, fmt)["classes"] == ["a", "b", "c"]
+
+
+def test_export_to_a_full_disk_is_refused_before_writing(tmp_path, student_file, monkeypatch):
+    """torch.jit.save aborts the whole process on a full disk, so the space is checked first."""
+    from vidkd.engine import export
+
+    student, description = load_student(student_file)
+    weights = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+
+    class Usage:
+        free = weights // 2
+
+    monkeypatch.setattr(export.shutil, "disk_usage", lambda _: Usage())
+    with pytest.raises(VidkdError, match=r"the export needs about [0-9.]+ MiB and [0-9.]+ MiB are free"):
+        export.export_student(student, description, "torchscript", tmp_path / "out" / "s.pt")
+    assert os.listdir(tmp_path / "out") == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import time
 import warnings
@@ -150,6 +151,12 @@ def export_student(student: nn.Module, description: dict[str, Any], fmt: str, ou
     if is_special(out):  # the file is read back for the parity check
         raise VidkdError(f"--out {out} is not a regular file: pass a file path")
     out = Path(os.path.realpath(out))  # a symbolic link stays; the file it names is replaced
+    out.parent.mkdir(parents=True, exist_ok=True)
+    needed = sum(t.numel() * t.element_size() for t in student.state_dict().values()) + (1 << 20)
+    free = shutil.disk_usage(out.parent).free
+    if free < needed:  # torch.jit.save aborts the process on a full disk, leaving its temporary
+        raise VidkdError(f"--out {out}: the export needs about {needed / 2**20:.1f} MiB and "
+                         f"{free / 2**20:.1f} MiB are free there; free some space or pass another path")
     tmp = temporary_beside(out)
     try:
         writers[fmt](student, description, tmp)
