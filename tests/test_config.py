@@ -112,10 +112,83 @@ def test_every_shipped_config_loads():
     ("train.seed=10000000000001", "train.seed"),  # 10^13 + 1: seed * 1000003 nears 2^64
     ("train.seed=99999999999999999999", "train.seed"),  # torch's overflow traceback before
     ("data.synthetic.seed=-1", "data.synthetic.seed"),
+    # found by fuzzing (2026-11-30): each was accepted, then failed deep inside torch or hung
+    ("model.width_multiplier=1e15", "model.width_multiplier"),  # storage size overflow
+    ("train.threads=2147483648", "train.threads"),  # torch.set_num_threads overflow
+    ("model.conv1_t_size=2147483648", "model.conv1_t_size"),
+    ("model.conv1_t_stride=9223372036854775808", "model.conv1_t_stride"),
+    ("method.projector_dim=2147483648", "method.projector_dim"),
+    ("method.predictor_hidden=2147483648", "method.predictor_hidden"),
+    ("data.synthetic.num_classes=13", "data.synthetic.num_classes"),  # the generator has 12
+    ("train.batch_size=9223372036854775808", "train.batch_size"),  # islice's overflow
+    ("eval.batch_size=9223372036854775808", "eval.batch_size"),
+    ("data.test_clips=2147483648", "data.test_clips"),  # uniform_clips hung
+    ("data.val_clips=2147483648", "data.val_clips"),
+    ("eval.test_clips=2147483648", "eval.test_clips"),
+    ("data.crop_size=3", "data.crop_size"),  # the 7x7 blur's reflect border
+    ("optim.nesterov=true", "optim.nesterov"),  # with the default momentum of 0.9 it is fine...
+    ("optim.lr=1e308", "optim.lr"),  # above float32: the first SGD step failed
+    ("optim.weight_decay=1e308", "optim.weight_decay"),
 ])
 def test_out_of_range_values_name_the_field(override, field):
+    if field == "optim.nesterov":  # ...so this case sets momentum 0
+        override = [override, "optim.momentum=0"]
+    else:
+        override = [override]
     with pytest.raises(VidkdError, match=rf"'{re.escape(field)}' is .*; it must be"):
+        load_config(None, override)
+
+
+def test_synthetic_class_bound_is_the_generator_s():
+    from vidkd.config import SYNTHETIC_CLASSES
+    from vidkd.data.synthetic import CLASSES
+
+    assert SYNTHETIC_CLASSES == len(CLASSES)
+    assert load_config(None, [f"data.synthetic.num_classes={len(CLASSES)}"])
+
+
+@pytest.mark.parametrize("override, expect", [
+    ("data.clip_len=!!timestamp x", "'data.clip_len' must be int"),  # PyYAML AttributeError
+    ("data.same_clip=!!bool x", "'data.same_clip' must be bool"),  # PyYAML KeyError
+    ("data.clip_len=!!int +", "'data.clip_len' must be int"),  # PyYAML IndexError
+    ("optim.lr=!!float ''", "'optim.lr' must be float"),
+    ("optim.lr=1" + "0" * 400, "'optim.lr' is 1000000000000000000000"),  # OverflowError
+    ("data.clip_len=1:30", "'data.clip_len' must be int, got '1:30'"),  # YAML 1.1 read 90
+    ('data.classes_file="a\\0b"', "holds a NUL character"),  # ValueError in open()
+    ('name="\\ud800"', "a lone surrogate"),  # UnicodeEncodeError
+])
+def test_values_that_escaped_as_tracebacks_are_one_line(override, expect):
+    with pytest.raises(VidkdError) as error:
         load_config(None, [override])
+    message = str(error.value)
+    assert expect in message and "\n" not in message and len(message) < 400, message
+
+
+def test_hostile_yaml_tags_in_a_file_are_one_line(tmp_path):
+    for text in ("data:\n  clip_len: !!int +\n", "data:\n  same_clip: !!bool x\n",
+                 "name: !!timestamp x\n"):
+        with pytest.raises(VidkdError, match="not valid YAML"):
+            load_config(write(tmp_path, text))
+    with pytest.raises(VidkdError, match="'data.clip_len' must be int, got '1:30'"):
+        load_config(write(tmp_path, "data:\n  clip_len: 1:30\n"))  # text, as in YAML 1.2
+
+
+def test_a_long_bad_value_is_cut_in_the_message():
+    with pytest.raises(VidkdError) as error:
+        load_config(None, ["data.clip_len=" + "x" * 100_000])
+    assert len(str(error.value)) < 200 and str(error.value).endswith("...")
+
+
+def test_setting_a_whole_section_keeps_its_other_fields(tmp_path):
+    path = write(tmp_path, "data:\n  short_side: 64\n  crop_size: 56\n  synthetic:\n    size: 48\n")
+    cfg = load_config(path, ["data={clip_len: 4, synthetic: {seed: 3}}"])
+    assert (cfg.data.clip_len, cfg.data.short_side, cfg.data.crop_size) == (4, 64, 56)
+    assert (cfg.data.synthetic.seed, cfg.data.synthetic.size) == (3, 48)
+    values = {"data": {"short_side": 64, "crop_size": 56}}
+    from vidkd.config import config_from_dict
+
+    config_from_dict(values, overrides=["data.clip_len=4"])
+    assert values == {"data": {"short_side": 64, "crop_size": 56}}  # the caller's dict is untouched
 
 
 def test_largest_seed_is_accepted():

@@ -248,10 +248,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     raise DuplicateKeyError(key, key_node, first)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        """YAML 1.1 reads ``1:30`` as 90 (base 60); here, as in YAML 1.2, it is text."""
+        if ":" in str(node.value):
+            return self.construct_scalar(node)
+        return super().construct_yaml_int(node)
 
-# What a YAML parser can raise on hostile text besides YAMLError (an impossible date
-# such as 2001-02-30 raises ValueError; very deep nesting RecursionError).
-_YAML_FAILURES = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError)
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:
+        if ":" in str(node.value):
+            return self.construct_scalar(node)
+        return super().construct_yaml_float(node)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", _UniqueKeyLoader.construct_yaml_float)
+
+# What a YAML parser can raise on hostile text besides YAMLError: an impossible date such
+# as 2001-02-30 raises ValueError, very deep nesting RecursionError, and PyYAML's
+# constructors fail in their own ways on explicit tags with bad text ('!!int +' IndexError,
+# '!!bool x' KeyError, '!!timestamp x' AttributeError).
+_YAML_FAILURES = (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError,
+                  IndexError, KeyError, AttributeError)
 
 
 def parse_yaml(text: str) -> Any:
@@ -263,9 +280,23 @@ def parse_yaml(text: str) -> Any:
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error line stays one short line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _closest(key: str, valid: list[str]) -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
     return match[0] if match else valid[0]
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
@@ -273,13 +304,13 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
-            raise VidkdError(f"{source}: '{where}' must be a mapping, got {value!r}")
+            raise VidkdError(f"{source}: '{where}' must be a mapping, got {show(value)}")
         return _build(annotation, value, where, source)
     if origin is Literal:
         choices = typing.get_args(annotation)
         if value not in choices:
             raise VidkdError(
-                f"{source}: '{where}' is {value!r}; choose one of {', '.join(map(str, choices))}"
+                f"{source}: '{where}' is {show(value)}; choose one of {', '.join(map(str, choices))}"
             )
         return value
     if origin in (typing.Union, types.UnionType):
@@ -294,25 +325,31 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
                 return _coerce(value, arg, where, source)
             except VidkdError as error:
                 errors.append(str(error))
-        raise VidkdError(errors[0] if errors else f"{source}: '{where}' has a bad value {value!r}")
+        raise VidkdError(errors[0] if errors else f"{source}: '{where}' has a bad value {show(value)}")
     if origin is list:
         if not isinstance(value, list):
-            raise VidkdError(f"{source}: '{where}' must be a list, e.g. [30, 60], got {value!r}")
+            raise VidkdError(f"{source}: '{where}' must be a list, e.g. [30, 60], got {show(value)}")
         (item,) = typing.get_args(annotation)
         return [_coerce(v, item, f"{where}[{i}]", source) for i, v in enumerate(value)]
     if annotation is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
         value = float(value)  # 1e-3: a number, though YAML 1.1 reads it as a string
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise VidkdError(f"{source}: '{where}' is {show(value)}; it is too large for a number") from None
     if annotation is float and isinstance(value, float) and not math.isfinite(value):
-        raise VidkdError(f"{source}: '{where}' is {value!r}; it must be a finite number")
+        raise VidkdError(f"{source}: '{where}' is {show(value)}; it must be a finite number")
     if annotation in (int, float, str, bool):
         if annotation is int and isinstance(value, bool):
-            raise VidkdError(f"{source}: '{where}' must be an integer, got {value!r}")
+            raise VidkdError(f"{source}: '{where}' must be an integer, got {show(value)}")
         if not isinstance(value, annotation):
             raise VidkdError(
-                f"{source}: '{where}' must be {annotation.__name__}, got {value!r}"
+                f"{source}: '{where}' must be {annotation.__name__}, got {show(value)}"
             )
+        if isinstance(value, str) and ("\0" in value or not _encodable(value)):
+            raise VidkdError(f"{source}: '{where}' is {show(value)}: it holds a NUL character or "
+                             "a lone surrogate, which no file name or option can; fix the text")
         return value
     return value
 
@@ -348,6 +385,14 @@ def _build(cls: type, values: dict[str, Any], prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+def _merge(old: Any, new: Any) -> Any:
+    """``new`` over ``old``, mapping by mapping: ``--set data={clip_len: 4}`` changes one
+    field and keeps the section's others, like ``--set data.clip_len=4``."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **{key: _merge(old.get(key), value) for key, value in new.items()}}
+    return new
+
+
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree
@@ -355,8 +400,9 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise VidkdError(f"--set {dotted!r}: {part!r} is not a section")
+        node[part] = child = dict(child)  # never write into the caller's nested dicts
         node = child
-    node[parts[-1]] = value
+    node[parts[-1]] = _merge(node.get(parts[-1]), value)
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
@@ -364,12 +410,12 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     parsed = []
     for item in overrides:
         if "=" not in item:
-            raise VidkdError(f"--set {item!r}: expected section.key=value, e.g. optim.lr=0.1")
+            raise VidkdError(f"--set {show(item)}: expected section.key=value, e.g. optim.lr=0.1")
         key, raw = item.split("=", 1)
         try:
             value = parse_yaml(raw) if raw != "" else None
         except DuplicateKeyError as error:
-            raise VidkdError(f"--set {item!r}: key {error.key!r} is given twice; keep one") from None
+            raise VidkdError(f"--set {show(item)}: key {show(error.key)} is given twice; keep one") from None
         except _YAML_FAILURES:
             value = raw
         parsed.append((key.strip(), value))
@@ -389,6 +435,10 @@ def config_from_dict(
 
 
 _MODEL_DEPTHS = tuple(sorted(DEPTHS))
+#: upper bounds that keep a value inside what torch can allocate or index (a larger one
+#: fails deep inside a run, or hangs): clips a video, videos a step, units of a head
+MAX_CLIPS, MAX_BATCH, MAX_WIDTH = 1000, 2**20, 2**16
+SYNTHETIC_CLASSES = 12  # len(vidkd.data.synthetic.CLASSES); tests check the two agree
 
 
 def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
@@ -398,32 +448,36 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("data.clip_len", d.clip_len, d.clip_len >= 1, "at least 1"),
         ("data.frame_stride", d.frame_stride, d.frame_stride >= 1, "at least 1"),
         ("data.short_side", d.short_side, d.short_side >= 1, "at least 1"),
-        ("data.crop_size", d.crop_size, 1 <= d.crop_size <= d.short_side,
-         f"between 1 and data.short_side ({d.short_side})"),
+        ("data.crop_size", d.crop_size, 4 <= d.crop_size <= d.short_side,  # 4: the 7x7 blur's border
+         f"between 4 and data.short_side ({d.short_side})"),
         ("data.split", d.split, d.split >= 1, "at least 1"),
-        ("data.test_clips", d.test_clips, d.test_clips >= 1, "at least 1"),
-        ("data.val_clips", d.val_clips, d.val_clips >= 1, "at least 1"),
+        ("data.test_clips", d.test_clips, 1 <= d.test_clips <= MAX_CLIPS, f"between 1 and {MAX_CLIPS}"),
+        ("data.val_clips", d.val_clips, 1 <= d.val_clips <= MAX_CLIPS, f"between 1 and {MAX_CLIPS}"),
         ("data.val_fraction", d.val_fraction, 0.0 < d.val_fraction < 1.0, "in (0, 1)"),
         ("data.num_workers", d.num_workers, d.num_workers >= 0, "0 or more"),
         ("data.cache_budget_mb", d.cache_budget_mb, d.cache_budget_mb >= 1, "at least 1"),
         ("data.max_failed_fraction", d.max_failed_fraction, 0.0 <= d.max_failed_fraction <= 1.0,
          "in [0, 1]"),
-        ("data.synthetic.num_classes", s.num_classes, s.num_classes >= 2, "at least 2"),
+        ("data.synthetic.num_classes", s.num_classes, 2 <= s.num_classes <= SYNTHETIC_CLASSES,
+         f"between 2 and {SYNTHETIC_CLASSES} (the generator's motions)"),
         ("data.synthetic.train_per_class", s.train_per_class, s.train_per_class >= 1, "at least 1"),
         ("data.synthetic.test_per_class", s.test_per_class, s.test_per_class >= 1, "at least 1"),
         ("data.synthetic.size", s.size, s.size >= 16, "at least 16"),
         ("data.synthetic.seed", s.seed, 0 <= s.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
         ("model.depth", m.depth, m.depth in _MODEL_DEPTHS,
          f"one of {', '.join(map(str, _MODEL_DEPTHS))}"),
-        ("model.width_multiplier", m.width_multiplier, m.width_multiplier > 0, "positive"),
+        ("model.width_multiplier", m.width_multiplier, 0 < m.width_multiplier <= 16,
+         "positive and at most 16"),
         ("model.dropout", m.dropout, 0.0 <= m.dropout < 1.0, "in [0, 1)"),
-        ("model.conv1_t_size", m.conv1_t_size, m.conv1_t_size >= 1, "at least 1"),
-        ("model.conv1_t_stride", m.conv1_t_stride, m.conv1_t_stride >= 1, "at least 1"),
+        ("model.conv1_t_size", m.conv1_t_size, 1 <= m.conv1_t_size <= 64, "between 1 and 64"),
+        ("model.conv1_t_stride", m.conv1_t_stride, 1 <= m.conv1_t_stride <= 64, "between 1 and 64"),
         ("method.tau", mc.tau, mc.tau > 0, "positive"),
         ("method.alpha", mc.alpha, mc.alpha >= 0, "0 or more"),
         ("method.beta", mc.beta, mc.beta >= 0, "0 or more"),
-        ("method.projector_dim", mc.projector_dim, mc.projector_dim >= 1, "at least 1"),
-        ("method.predictor_hidden", mc.predictor_hidden, mc.predictor_hidden >= 1, "at least 1"),
+        ("method.projector_dim", mc.projector_dim, 1 <= mc.projector_dim <= MAX_WIDTH,
+         f"between 1 and {MAX_WIDTH}"),
+        ("method.predictor_hidden", mc.predictor_hidden, 1 <= mc.predictor_hidden <= MAX_WIDTH,
+         f"between 1 and {MAX_WIDTH}"),
         ("method.cvae_kl_weight", mc.cvae_kl_weight, mc.cvae_kl_weight >= 0, "0 or more"),
         ("method.attention_kd_weight", mc.attention_kd_weight, mc.attention_kd_weight >= 0,
          "0 or more"),
@@ -433,9 +487,11 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("method.recon_ramp_epochs", mc.recon_ramp_epochs, mc.recon_ramp_epochs >= 1,
          "at least 1"),
         ("method.augment.p", mc.augment.p, 0.0 <= mc.augment.p <= 1.0, "a probability in [0, 1]"),
-        ("optim.lr", o.lr, o.lr > 0, "positive"),
+        ("optim.lr", o.lr, 0 < o.lr <= 1000, "positive and at most 1000"),
         ("optim.momentum", o.momentum, 0.0 <= o.momentum < 1.0, "in [0, 1)"),
-        ("optim.weight_decay", o.weight_decay, o.weight_decay >= 0, "0 or more"),
+        ("optim.nesterov", o.nesterov, not o.nesterov or o.momentum > 0,
+         "false when optim.momentum is 0 (Nesterov momentum needs a momentum)"),
+        ("optim.weight_decay", o.weight_decay, 0 <= o.weight_decay <= 1000, "between 0 and 1000"),
         ("optim.plateau_patience", o.plateau_patience, o.plateau_patience >= 1, "at least 1"),
         ("optim.plateau_factor", o.plateau_factor, 0.0 < o.plateau_factor < 1.0, "in (0, 1)"),
         ("optim.plateau_threshold", o.plateau_threshold, 0.0 <= o.plateau_threshold < 100.0,
@@ -452,25 +508,27 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("optim.min_lr", o.min_lr, 0.0 <= o.min_lr < o.lr, f"0 or more and below optim.lr ({o.lr})"),
         ("train.seed", t.seed, 0 <= t.seed <= MAX_SEED, f"between 0 and {MAX_SEED}"),
         ("train.epochs", t.epochs, t.epochs >= 1, "at least 1"),
-        ("train.batch_size", t.batch_size, t.batch_size >= 1, "at least 1"),
+        ("train.batch_size", t.batch_size, 1 <= t.batch_size <= MAX_BATCH, f"between 1 and {MAX_BATCH}"),
         ("optim.warmup_epochs", o.warmup_epochs, 0 <= o.warmup_epochs < t.epochs,
          f"0 or more and below train.epochs ({t.epochs})"),
         ("train.val_every", t.val_every, t.val_every >= 1, "at least 1"),
         ("train.keep_checkpoints", t.keep_checkpoints, t.keep_checkpoints >= 1, "at least 1"),
         ("train.log_every", t.log_every, t.log_every >= 1, "at least 1"),
-        ("train.threads", t.threads, t.threads >= 0, "0 (torch's default) or more"),
+        ("train.threads", t.threads, 0 <= t.threads <= 4096, "0 (torch's default) to 4096"),
         ("train.accumulate_steps", t.accumulate_steps, t.accumulate_steps >= 1, "at least 1"),
         ("train.checkpoint_every_steps", t.checkpoint_every_steps,
          t.checkpoint_every_steps >= 0
          and (t.accumulate_steps < 1 or t.checkpoint_every_steps % t.accumulate_steps == 0),
          f"0 (off) or a multiple of train.accumulate_steps ({t.accumulate_steps})"),
-        ("eval.batch_size", cfg.eval.batch_size, cfg.eval.batch_size >= 1, "at least 1"),
+        ("eval.batch_size", cfg.eval.batch_size, 1 <= cfg.eval.batch_size <= MAX_BATCH,
+         f"between 1 and {MAX_BATCH}"),
         ("eval.test_clips", cfg.eval.test_clips,
-         cfg.eval.test_clips is None or cfg.eval.test_clips >= 1, "at least 1, or null"),
+         cfg.eval.test_clips is None or 1 <= cfg.eval.test_clips <= MAX_CLIPS,
+         f"between 1 and {MAX_CLIPS}, or null"),
     ]
     for name, value, ok, requirement in rules:
         if not ok:
-            raise VidkdError(f"{source}: '{name}' is {value!r}; it must be {requirement}")
+            raise VidkdError(f"{source}: '{name}' is {show(value)}; it must be {requirement}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:

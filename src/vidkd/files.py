@@ -43,6 +43,8 @@ def read_text(path: str | Path, what: str = "file", fix: str = "") -> str:
         raise VidkdError(f"{what} {path} is a directory: pass the file itself") from None
     except OSError as error:
         raise VidkdError(f"cannot read {what} {path} ({error.strerror or error}): check it") from None
+    except (ValueError, UnicodeError):  # a NUL character or a lone surrogate in the path
+        raise VidkdError(f"{what} {str(path)!r} is not a possible file name: fix the path") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -116,9 +118,9 @@ def check_writable(path: str | Path, option: str) -> Path:
 def writable_dir(path: str | Path, option: str, fix: str = "pass a writable directory") -> Path:
     """Create directory ``path`` if needed and prove a file can be created in it."""
     directory = Path(path).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise VidkdError(f"{option} {directory} is a file, not a directory; {fix}")
     try:
+        if directory.exists() and not directory.is_dir():
+            raise VidkdError(f"{option} {directory} is a file, not a directory; {fix}")
         directory.mkdir(parents=True, exist_ok=True)
         handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=directory)
         os.close(handle)
@@ -138,6 +140,11 @@ def check_output(
     does not recognise as an earlier output of the same command (``what`` names it).
     ``special=False`` also refuses ``/dev/null``, a FIFO and the like."""
     path = Path(path).expanduser()
+    try:
+        path.is_file()
+    except (OSError, ValueError) as error:  # a name too long, a NUL character
+        raise VidkdError(f"{option} {str(path)[:80]!r}: not a usable path "
+                         f"({getattr(error, 'strerror', None) or error}); pass a shorter plain path") from None
     if path.is_file() and not previous(path):
         raise VidkdError(
             f"{option} {path} exists and is not {what}, so it is left alone: pass a new path "

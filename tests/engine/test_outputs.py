@@ -209,3 +209,30 @@ def test_a_home_relative_output_path_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = check_output("~/reports/eval.json", "--json", json_written_by("vidkd eval"), "x")
     assert path == tmp_path / "home" / "reports" / "eval.json" and path.parent.is_dir()
+
+
+def test_impossible_paths_are_one_line(tmp_path):
+    """Found by fuzzing: names too long for the file system, a symbolic link loop as
+    train.out_dir, a NUL in a path, and device types torch knows but vidkd does not run on."""
+    from vidkd.engine.distributed import resolve_device
+    from vidkd.engine.rundir import resolve_run_dir
+    from vidkd.files import read_text, writable_dir
+
+    with pytest.raises(VidkdError, match="not a usable path"):
+        check_output(tmp_path / ("x" * 5000), "--report", text_starting_with("#"), "x")
+    with pytest.raises(VidkdError, match="cannot be used"):
+        resolve_run_dir(tmp_path, "n" * 300)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(VidkdError, match="cannot be used"):
+        resolve_run_dir(tmp_path / "loop", "run")
+    with pytest.raises(VidkdError, match="is not writable"):
+        writable_dir(tmp_path / ("d" * 5000), "train.out_dir")
+    with pytest.raises(VidkdError, match="is not a possible file name"):
+        read_text("a\0b.yaml", "config file")
+    for device in ("mps", "xpu", "meta", "vulkan"):
+        with pytest.raises(VidkdError, match="is not a device vidkd runs on"):
+            resolve_device(device)
+    from vidkd.engine.predict import predict_videos
+
+    with pytest.raises(VidkdError, match="pass 1 to 1000 clips"):  # uniform_clips hung before
+        next(predict_videos(None, {}, [], 10**30, resolve_device("cpu")))

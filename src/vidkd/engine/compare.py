@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidkd.config import MAX_SEED, ExperimentConfig, config_to_dict, load_config
+from vidkd.config import MAX_SEED, ExperimentConfig, config_to_dict, load_config, show
 from vidkd.engine.checkpoint import latest_checkpoint
 from vidkd.engine.rundir import (
     FREE,
@@ -86,14 +86,14 @@ def parse_seeds(text: str) -> list[int]:
             first, _, last = part.partition("-")
             low, high = int(first), int(last or first)
             if not 0 <= low <= MAX_SEED or not 0 <= high <= MAX_SEED:
-                raise VidkdError(f"--seeds {text!r}: each seed must be between 0 and {MAX_SEED}")
+                raise VidkdError(f"--seeds {show(text)}: each seed must be between 0 and {MAX_SEED}")
             if len(seeds) + high - low + 1 > MAX_SEEDS:  # checked before the range is built
-                raise VidkdError(f"--seeds {text!r}: at most {MAX_SEEDS} seeds, e.g. --seeds 0-4")
+                raise VidkdError(f"--seeds {show(text)}: at most {MAX_SEEDS} seeds, e.g. --seeds 0-4")
             seeds += range(low, high + 1)
     except ValueError:
-        raise VidkdError(f"--seeds {text!r}: expected integers separated by commas, e.g. --seeds 0,1,2") from None
+        raise VidkdError(f"--seeds {show(text)}: expected integers separated by commas, e.g. --seeds 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):
-        raise VidkdError(f"--seeds {text!r}: give at least one seed, each once, e.g. --seeds 0,1,2")
+        raise VidkdError(f"--seeds {show(text)}: give at least one seed, each once, e.g. --seeds 0,1,2")
     return seeds
 
 

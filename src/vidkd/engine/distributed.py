@@ -37,9 +37,11 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(preference)
     except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: not supported
         raise VidkdError(
-            f"train.device={preference!r} is not a device; use auto, cpu, cuda or cuda:N"
-        ) from None
+            f"train.device={preference!r} is not a device vidkd runs on; use auto, cpu, cuda or cuda:N"
+        )
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", local_rank)

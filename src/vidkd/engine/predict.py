@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidkd.config import MAX_CLIPS
 from vidkd.data.dataset import ClipSpec, VideoClipDataset
 from vidkd.data.decode import DecodeError
 from vidkd.data.index import FRAME_EXTENSIONS, VIDEO_EXTENSIONS
@@ -113,8 +114,8 @@ def predict_videos(
     device: torch.device,
 ) -> Iterator[Prediction]:
     """One :class:`Prediction` per video, in order; an unreadable video yields its reason."""
-    if num_clips < 1:
-        raise VidkdError(f"--clips {num_clips}: pass at least 1 clip per video")
+    if not 1 <= num_clips <= MAX_CLIPS:
+        raise VidkdError(f"--clips {num_clips}: pass 1 to {MAX_CLIPS} clips per video")
     spec = clip_spec(description)
     model.eval()
     for path in videos:

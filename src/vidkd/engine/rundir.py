@@ -41,8 +41,13 @@ def resolve_run_dir(out_dir: str | Path, name: str) -> Path:
         raise VidkdError(f"run name {name!r} may not contain '.' or '..'; {fix}")
     base = Path(out_dir).expanduser()
     run_dir = base / name
-    real_base = base.resolve()
-    real_run = run_dir.resolve()
+    try:
+        real_base = base.resolve()
+        real_run = run_dir.resolve()
+        run_dir.exists()  # a name too long for the file system fails here, not half-way
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symbolic link loop
+        raise VidkdError(f"run directory {str(run_dir)[:120]!r} cannot be used ("
+                         f"{getattr(error, 'strerror', None) or error}); {fix}") from None
     if real_run == real_base or real_base not in real_run.parents:
         raise VidkdError(
             f"run directory {run_dir} leads outside {base} (through a symbolic link); {fix}"
