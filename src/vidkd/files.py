@@ -26,6 +26,9 @@ from pathlib import Path
 
 from vidkd.errors import VidkdError
 
+#: the largest config, list or annotation file read (Kinetics-400's train.csv is 18 MiB)
+MAX_TEXT_BYTES = 512 << 20
+
 
 def read_text(path: str | Path, what: str = "file", fix: str = "") -> str:
     """The text of ``path`` (UTF-8, byte-order mark stripped, newlines as written).
@@ -36,7 +39,8 @@ def read_text(path: str | Path, what: str = "file", fix: str = "") -> str:
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TEXT_BYTES + 1)
     except FileNotFoundError:
         raise VidkdError(f"{what} {path} not found" + (f": {fix}" if fix else "")) from None
     except IsADirectoryError:
@@ -45,6 +49,9 @@ def read_text(path: str | Path, what: str = "file", fix: str = "") -> str:
         raise VidkdError(f"cannot read {what} {path} ({error.strerror or error}): check it") from None
     except (ValueError, UnicodeError):  # a NUL character or a lone surrogate in the path
         raise VidkdError(f"{what} {str(path)!r} is not a possible file name: fix the path") from None
+    if len(data) > MAX_TEXT_BYTES:  # /dev/zero, a video passed by mistake
+        raise VidkdError(f"{what} {path} is larger than {MAX_TEXT_BYTES >> 20} MiB: it is not a "
+                         "config or a list; pass the text file itself")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -236,3 +236,18 @@ def test_impossible_paths_are_one_line(tmp_path):
 
     with pytest.raises(VidkdError, match="pass 1 to 1000 clips"):  # uniform_clips hung before
         next(predict_videos(None, {}, [], 10**30, resolve_device("cpu")))
+
+
+def test_a_text_input_larger_than_any_list_is_refused(tmp_path, monkeypatch):
+    import vidkd.files
+    from vidkd.files import read_text
+
+    monkeypatch.setattr(vidkd.files, "MAX_TEXT_BYTES", 1 << 20)
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"#" * ((1 << 20) + 1))
+    with pytest.raises(VidkdError, match=r"config file .*big.yaml is larger than 1 MiB"):
+        read_text(big, "config file")
+    big.write_bytes(b"#" * (1 << 20))
+    assert len(read_text(big, "config file")) == 1 << 20
+    with pytest.raises(VidkdError, match="larger than 1 MiB"):
+        read_text("/dev/zero", "config file")  # read endlessly until MemoryError before
