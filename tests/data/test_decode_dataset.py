@@ -205,3 +205,19 @@ def test_corrupt_video_is_replaced_in_training_and_flagged_in_test(tmp_path):
     assert len(item["failed"]) >= 1 and item["failed"][0].startswith(str(tmp_path / "bad.mp4"))
     item = VideoClipDataset(records, spec, "test", num_clips=2)[3]
     assert not item["valid"] and item["failed"][0].startswith(str(tmp_path / "bad.mp4"))
+
+
+def test_clip_positions_inside_a_segment_and_a_short_room():
+    """Positions by hand: a segment [first, last) that is cut at the video's end, a segment
+    that starts late, a segment shorter than a clip, and a room of exactly one frame."""
+    from vidkd.data.sampling import random_clip, uniform_clips
+
+    rng = np.random.default_rng(0)
+    starts = {random_clip(20, 4, 1, rng, 0, 100).start for _ in range(300)}
+    assert starts == set(range(17))  # last = min(100, 20): 20 - 4 + 1 places
+    # room 20 - 0 - 4 + 1 = 17 frames in 2 parts of 8.5: centres at 4.25 and 12.75
+    assert [c.start for c in uniform_clips(20, 4, 1, 2, 0, 100)] == [4, 12]
+    # room 100 - 20 - 16 + 1 = 65 in 4 parts of 16.25, offset by first = 20
+    assert [c.start for c in uniform_clips(100, 16, 1, 4, first=20)] == [28, 44, 60, 76]
+    assert {c.start for c in uniform_clips(20, 16, 1, 3, first=10)} == {10}  # 10 frames < 16
+    assert {random_clip(9, 8, 1, rng).start for _ in range(200)} == {0, 1}  # room of one frame

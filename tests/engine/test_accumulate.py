@@ -94,3 +94,35 @@ def test_sync_bn_in_one_process_warns_it_does_nothing(tmp_path, synthetic_cache,
         train(config_from_dict(values), progress=False)
     assert any("model.sync_bn has no effect in a single process" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_short_last_group_steps_once_scaled_by_its_own_length(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch
+):
+    """16 training videos in batches of 12 (fewer than two batches: the last, of 4, is
+    kept): with accumulate_steps=3 the epoch is one group of 2 batches, so it must make the
+    step accumulate_steps=2 makes (each loss / 2), not none and not one scaled by 1/3."""
+    monkeypatch.setattr(Baseline, "train", bn_frozen_train)
+    three = run(tiny_config, synthetic_cache, tmp_path, batch=12, accumulate=3)
+    two = run(tiny_config, synthetic_cache, tmp_path, batch=12, accumulate=2)
+    one = run(tiny_config, synthetic_cache, tmp_path, batch=12, accumulate=1)
+    for key in two:
+        torch.testing.assert_close(three[key], two[key], rtol=1e-5, atol=1e-7, msg=key)
+    assert any(not torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-6) for k in two)
+
+
+@pytest.mark.parametrize("accumulate, steps", [(3, 1), (4, 1), (2, 2)])
+def test_optimizer_steps_per_epoch(tmp_path, synthetic_cache, tiny_config, monkeypatch,
+                                   accumulate, steps):
+    """16 videos in 4 full batches of 4: a trailing group short of accumulate_steps is left
+    out (3 -> one step), a group may take every batch of the epoch (4 -> one step)."""
+    calls = []
+    real_step = torch.optim.SGD.step
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counted)
+    run(tiny_config, synthetic_cache, tmp_path, batch=4, accumulate=accumulate)
+    assert len(calls) == steps

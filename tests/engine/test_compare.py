@@ -337,3 +337,21 @@ def test_unrelated_files_where_a_run_goes_stop_the_compare_untouched(tmp_path, s
     assert calls == []
     assert sorted(p.name for p in theirs.iterdir()) == [".lock", "notes.txt"]
     assert (theirs / ".lock").read_text() == "also mine"
+
+
+def test_paired_differences_pair_by_seed_and_best_is_the_highest():
+    """Hand-made rows: the row ran seeds 2 and 0 (in that order) of the baseline's 0, 1, 2."""
+    from pathlib import Path
+
+    from vidkd.report import RowResults, mean_std, paired_differences
+
+    def row(seeds, top1):
+        return RowResults("r", "r.yaml", seeds, [{"test": {"video_top1": v}} for v in top1],
+                          [Path(f"s{s}") for s in seeds])
+
+    baseline, other = row([0, 1, 2], [50.0, 60.0, 70.0]), row([2, 0], [72.0, 49.0])
+    differences = paired_differences(other, baseline)
+    assert differences == [2.0, -1.0]  # 72 - 70 (seed 2), 49 - 50 (seed 0)
+    mean, std = mean_std(differences)
+    assert mean == 0.5 and std == pytest.approx(4.5 ** 0.5)  # ((1.5^2 + 1.5^2) / 1) ** 0.5
+    assert row([0, 1, 2], [40.0, 55.0, 55.0]).best == 1  # the highest, the first on ties

@@ -87,3 +87,29 @@ def test_unreadable_videos_are_left_out_of_both_levels():
     assert result.num_videos == 2
     assert result.video_top1 == pytest.approx(100.0)  # A and B right; D skipped
     assert result.clip_top1 == pytest.approx(100 * 4 / 6)
+
+
+def test_top5_is_reported_and_means_top3_with_three_classes():
+    loader = [batch(["A", "B", "C", "D", "E"])]
+    result = evaluate(ClipIdModel(), loader, 3, torch.device("cpu"), channels_last=False)
+    assert result.top_k == 3 and result.video_top5 == 100.0 and result.clip_top5 == 100.0
+
+
+class FixedLogits(nn.Module):
+    """Seven classes: the clips of the first video rank class 0 sixth, of the second fifth."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = (x.flatten(1).mean(dim=1) + 1.0) * 255.0 / 2.0
+        sixth = torch.tensor([2.0, 7, 6, 5, 4, 3, 1])
+        fifth = torch.tensor([3.0, 7, 6, 5, 4, 2, 1])
+        return torch.stack([sixth if g < 5 else fifth for g in grey])
+
+
+def test_top5_counts_the_fifth_class_and_not_the_sixth():
+    clips = torch.zeros(2, 2, 2, 4, 4, 3, dtype=torch.uint8)  # 2 videos x 2 clips
+    clips[1] = 10
+    loader = [{"clips": clips, "label": torch.tensor([0, 0]), "valid": torch.tensor([True, True]),
+               "failed": []}]
+    result = evaluate(FixedLogits(), loader, 7, torch.device("cpu"), channels_last=False)
+    assert result.top_k == 5 and result.video_top1 == 0.0
+    assert result.video_top5 == 50.0 and result.clip_top5 == 50.0

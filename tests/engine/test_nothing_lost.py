@@ -458,3 +458,31 @@ def test_fields_an_older_run_lacks_are_no_change_at_their_default():
     changed = config_from_dict({"train": {"accumulate_steps": 2}})
     with pytest.raises(VidkdError, match=r"train.accumulate_steps: None -> 2"):
         resume_changes(stored, config_to_dict(changed), False, defaults)
+
+
+def test_which_checkpoint_resume_takes_when_the_pointer_is_gone_or_dangling(tmp_path, caplog):
+    """Without ``last`` the newest directory is the run's latest, with no warning; a
+    ``last`` whose directory is gone is an error (not a silent start over); a temporary
+    directory left by a kill is never a checkpoint."""
+    import shutil
+
+    from vidkd.engine.checkpoint import latest_checkpoint_name
+
+    directory = tmp_path / "checkpoints"
+    save_checkpoint(directory, 1, {"w": torch.ones(3)}, {"epoch": 0})
+    save_checkpoint(directory, 2, {"w": torch.ones(3)}, {"epoch": 1})
+    (directory / "last").unlink()
+    assert latest_checkpoint_name(directory) == "epoch_0002"
+    with caplog.at_level(logging.WARNING, logger="vidkd"):
+        assert latest_checkpoint(directory).name == "epoch_0002"
+    assert "using checkpoint" not in caplog.text
+
+    only = tmp_path / "only"
+    save_checkpoint(only, 1, {"w": torch.ones(3)}, {"epoch": 0})
+    shutil.rmtree(only / "epoch_0001")
+    with pytest.raises(VidkdError, match="names epoch_0001 but no checkpoint directory is left"):
+        latest_checkpoint(only)
+
+    killed = tmp_path / "killed"
+    (killed / ".epoch_0001.tmp").mkdir(parents=True)  # SIGKILL before the rename
+    assert list_checkpoints(killed) == [] and latest_checkpoint(killed) is None

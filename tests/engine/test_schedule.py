@@ -86,6 +86,12 @@ def test_multistep_milestones_count_finished_epochs():
     assert lrs_for(LRSchedule(cfg, 6), values) == pytest.approx([0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4])
 
 
+def test_multistep_stops_at_min_lr():
+    """0.01 x 0.1 per milestone would reach 1e-4 at epoch 2; min_lr 5e-4 is the floor."""
+    cfg = OptimConfig(schedule="multistep", milestones=[1, 2], gamma=0.1, min_lr=5e-4)
+    assert lrs_for(LRSchedule(cfg, 4), [10.0] * 4) == pytest.approx([0.01, 0.001, 5e-4, 5e-4])
+
+
 def test_state_dict_resumes_the_same_learning_rates():
     cfg = OptimConfig(plateau_patience=2, plateau_cooldown=1)
     values = [30.0, 20.0, 20.0, 35.0, 20.0, 20.0, 20.0, 20.0, 20.0, 20.0]

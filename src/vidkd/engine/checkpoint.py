@@ -214,8 +214,9 @@ def verify_checkpoint(path: Path) -> str | None:
 def latest_checkpoint(directory: Path) -> Path | None:
     """The newest checkpoint that verifies, or None when the run has none yet.
 
-    Tries the one ``last`` points at, then every other checkpoint from newest to oldest;
-    each one skipped is logged with the reason. Raises :class:`VidkdError` when
+    Tries every checkpoint from newest to oldest (a checkpoint is renamed into place only
+    when complete, and ``last`` names the newest one unless a write was cut short); each one
+    skipped is logged with the reason, and so is taking one other than ``last``'s. Raises :class:`VidkdError` when
     checkpoints exist but none verifies.
     """
     found = list_checkpoints(directory)
