@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="experiment YAMLs (trained once per seed; the first is the baseline row), "
                         "or run directories holding results.json")
     p.add_argument("--seeds", help="with configs: seeds to train, e.g. 0,1,2 (default: 0)")
-    p.add_argument("--out", help="where runs/, results.md, results.csv and the PNG plots go")
+    p.add_argument("--out", help="where runs/, results.md, results.csv and the PNG plots go (needed with CONFIGs; optional with run directories)")
     p.add_argument("--teacher", help="with configs: a trained teacher (.safetensors) for the rows "
                                      "that need one, or a teacher config (.yaml) trained first")
     p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[],

@@ -30,7 +30,7 @@ from vidkd.files import fsync_dir, is_special, keep_mode, temporary_beside
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "vidkd"
-INSTALL_HINT = "pip install 'vidkd[export]' (or: pip install onnx onnxruntime)"
+INSTALL_HINT = "pip install onnx onnxruntime (in a source checkout: pip install -e '.[export]')"
 OPSET = 17
 
 Runner = Callable[[np.ndarray], np.ndarray]
