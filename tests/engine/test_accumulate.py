@@ -32,15 +32,21 @@ def run(tiny_config, cache, out, batch: int, accumulate: int) -> dict[str, torch
     return load_file(str(out / f"b{batch}-a{accumulate}" / "student.safetensors"))
 
 
+def assert_same_weights(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor],
+                        unlike: dict[str, torch.Tensor]) -> None:
+    """``got`` equals ``want`` to float tolerance, and ``unlike`` does not (so the check can fail)."""
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert any(not torch.allclose(unlike[k], want[k], rtol=1e-4, atol=1e-6) for k in want)
+
+
 def test_accumulated_steps_equal_the_large_batch(tmp_path, synthetic_cache, tiny_config, monkeypatch):
     monkeypatch.setattr(Baseline, "train", bn_frozen_train)
     large = run(tiny_config, synthetic_cache, tmp_path, batch=8, accumulate=1)
     accumulated = run(tiny_config, synthetic_cache, tmp_path, batch=4, accumulate=2)
     small = run(tiny_config, synthetic_cache, tmp_path, batch=4, accumulate=1)
-    for key in large:
-        torch.testing.assert_close(accumulated[key], large[key], rtol=1e-4, atol=1e-6, msg=key)
     # the comparison can fail: four steps of 4 videos land elsewhere than two steps of 8
-    assert any(not torch.allclose(small[k], large[k], rtol=1e-4, atol=1e-6) for k in large)
+    assert_same_weights(accumulated, large, unlike=small)
 
 
 def test_checkpoint_interval_must_fit_the_accumulation(tmp_path, synthetic_cache, tiny_config):
@@ -106,9 +112,7 @@ def test_a_short_last_group_steps_once_scaled_by_its_own_length(
     three = run(tiny_config, synthetic_cache, tmp_path, batch=12, accumulate=3)
     two = run(tiny_config, synthetic_cache, tmp_path, batch=12, accumulate=2)
     one = run(tiny_config, synthetic_cache, tmp_path, batch=12, accumulate=1)
-    for key in two:
-        torch.testing.assert_close(three[key], two[key], rtol=1e-5, atol=1e-7, msg=key)
-    assert any(not torch.allclose(one[k], two[k], rtol=1e-4, atol=1e-6) for k in two)
+    assert_same_weights(three, two, unlike=one)
 
 
 @pytest.mark.parametrize("accumulate, steps", [(3, 1), (4, 1), (2, 2)])
