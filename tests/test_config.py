@@ -173,6 +173,23 @@ def test_hostile_yaml_tags_in_a_file_are_one_line(tmp_path):
         load_config(write(tmp_path, "data:\n  clip_len: 1:30\n"))  # text, as in YAML 1.2
 
 
+def test_a_folder_name_that_is_not_utf8_is_a_value_like_any_other(tmp_path):
+    """Linux hands Python a Latin-1 name such as caf\xe9 as a surrogate escape; it is a real
+    folder, so the config takes it (a lone surrogate that is no escape is refused above)."""
+    import os
+
+    folder = os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9")
+    os.mkdir(os.fsencode(folder))
+    assert load_config(None, ["data.dataset=folder", f"data.root={folder}"]).data.root == folder
+
+
+def test_the_generator_s_class_bound_applies_to_the_synthetic_dataset_only():
+    values = ["data.dataset=folder", "data.root=/data/ucf", "data.synthetic.num_classes=101"]
+    assert load_config(None, values).data.synthetic.num_classes == 101  # unused there
+    with pytest.raises(VidkdError, match="'data.synthetic.num_classes' is 101"):
+        load_config(None, ["data.synthetic.num_classes=101"])
+
+
 def test_a_long_bad_value_is_cut_in_the_message():
     with pytest.raises(VidkdError) as error:
         load_config(None, ["data.clip_len=" + "x" * 100_000])

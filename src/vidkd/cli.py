@@ -37,6 +37,12 @@ from vidkd.files import (
 
 log = logging.getLogger("vidkd")
 
+# Keys that every --json report of a command had before reports named their writer
+# (`written_by`): such a report may be replaced by the same command.
+EVAL_KEYS = frozenset({"video_top1", "clip_top1", "protocol", "num_videos", "failed_videos"})
+PREDICT_KEYS = frozenset({"checkpoint", "protocol", "clips", "classes", "videos", "failed"})
+BENCH_KEYS = frozenset({"methods", "peak_gflops", "precisions", "projection", "loader", "device"})
+
 
 #: what ``vidkd bench --precisions`` can time (the values of train.precision)
 BENCH_PRECISIONS = ("fp32", "bf16", "fp16")
@@ -115,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vidkd.config import load_config
     from vidkd.engine.train import evaluate_student
 
-    json_path = (check_output(args.json, "--json", json_written_by("vidkd eval"),
+    json_path = (check_output(args.json, "--json", json_written_by("vidkd eval", EVAL_KEYS),
                               "a `vidkd eval` JSON report") if args.json else None)
     if args.run_dir:
         run_dir = Path(args.run_dir)
@@ -183,7 +189,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vidkd.engine.distributed import resolve_device
     from vidkd.engine.hardware import apply_reuse_host_memory
     from vidkd.engine.predict import find_videos, predict_videos
-    json_path = (check_output(args.json, "--json", json_written_by("vidkd predict"),
+    json_path = (check_output(args.json, "--json", json_written_by("vidkd predict", PREDICT_KEYS),
                               "a `vidkd predict` JSON report") if args.json else None)
     device = resolve_device(args.device)
     # as train.reuse_host_memory's default: each video's activations reuse the last one's pages
@@ -349,7 +355,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.config_path and args.config:
         raise VidkdError("vidkd bench takes CONFIG or --config, not both")
-    json_path = (check_output(args.json, "--json", json_written_by("vidkd bench"),
+    json_path = (check_output(args.json, "--json", json_written_by("vidkd bench", BENCH_KEYS),
                               "a `vidkd bench` JSON report") if args.json else None)
     precisions = tuple(_names(args.precisions, "--precisions", BENCH_PRECISIONS))
     methods = _names(args.methods, "--methods", tuple(METHODS)) if args.methods is not None else None

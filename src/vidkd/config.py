@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 import types
 import typing
@@ -292,8 +293,10 @@ def _closest(key: str, valid: list[str]) -> str:
 
 
 def _encodable(text: str) -> bool:
+    """Whether ``text`` can be a file name here (``os.fsencode``: a folder name that is not
+    UTF-8 reaches Python as surrogate escapes, and those encode back to its bytes)."""
     try:
-        text.encode("utf-8")
+        os.fsencode(text)
     except UnicodeEncodeError:
         return False
     return True
@@ -349,7 +352,7 @@ def _coerce(value: Any, annotation: Any, where: str, source: str) -> Any:
             )
         if isinstance(value, str) and ("\0" in value or not _encodable(value)):
             raise VidkdError(f"{source}: '{where}' is {show(value)}: it holds a NUL character or "
-                             "a lone surrogate, which no file name or option can; fix the text")
+                             "a lone surrogate that no file name can hold; fix the text")
         return value
     return value
 
@@ -458,7 +461,8 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
         ("data.cache_budget_mb", d.cache_budget_mb, d.cache_budget_mb >= 1, "at least 1"),
         ("data.max_failed_fraction", d.max_failed_fraction, 0.0 <= d.max_failed_fraction <= 1.0,
          "in [0, 1]"),
-        ("data.synthetic.num_classes", s.num_classes, 2 <= s.num_classes <= SYNTHETIC_CLASSES,
+        ("data.synthetic.num_classes", s.num_classes,
+         s.num_classes >= 2 and (d.dataset != "synthetic" or s.num_classes <= SYNTHETIC_CLASSES),
          f"between 2 and {SYNTHETIC_CLASSES} (the generator's motions)"),
         ("data.synthetic.train_per_class", s.train_per_class, s.train_per_class >= 1, "at least 1"),
         ("data.synthetic.test_per_class", s.test_per_class, s.test_per_class >= 1, "at least 1"),

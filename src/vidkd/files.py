@@ -15,7 +15,6 @@ command leaves the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -85,7 +84,7 @@ def check_writable(path: str | Path, option: str) -> Path:
     nothing), and so must the folder of the file a symbolic link leads to, where
     :func:`atomic_write_text` puts its temporary file: a probe file is created and removed
     there. For a new file the nearest existing parent must be a directory; missing parent
-    folders are created. A FIFO must have a reader.
+    folders are created.
     """
     path = Path(path).expanduser()
     fix = f"pass a writable file path to {option}"
@@ -93,14 +92,8 @@ def check_writable(path: str | Path, option: str) -> Path:
         raise VidkdError(f"{option} {path} is a directory: {fix}")
     try:
         if is_special(path):
-            if stat.S_ISFIFO(os.stat(path).st_mode):
-                try:
-                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-                except OSError as error:
-                    if error.errno == errno.ENXIO:
-                        raise VidkdError(f"{option} {path} is a FIFO that nothing reads: {fix}") from None
-                    raise
-            else:
+            # a FIFO is not opened now: closing it would end its reader's stream
+            if not stat.S_ISFIFO(os.stat(path).st_mode):
                 with open(path, "a"):
                     pass
             return path
@@ -143,16 +136,17 @@ def check_output(
     path: str | Path, option: str, previous: Callable[[Path], bool], what: str,
     special: bool = True,
 ) -> Path:
-    """:func:`check_writable`, and refuse to replace an existing file that ``previous``
-    does not recognise as an earlier output of the same command (``what`` names it).
-    ``special=False`` also refuses ``/dev/null``, a FIFO and the like."""
+    """:func:`check_writable`, and refuse to replace an existing file that is neither empty
+    (nothing to lose) nor recognised by ``previous`` as an earlier output of the same
+    command (``what`` names it). ``special=False`` also refuses ``/dev/null``, a FIFO and
+    the like."""
     path = Path(path).expanduser()
     try:
         path.is_file()
     except (OSError, ValueError) as error:  # a name too long, a NUL character
         raise VidkdError(f"{option} {str(path)[:80]!r}: not a usable path "
                          f"({getattr(error, 'strerror', None) or error}); pass a shorter plain path") from None
-    if path.is_file() and not previous(path):
+    if path.is_file() and path.stat().st_size > 0 and not previous(path):
         raise VidkdError(
             f"{option} {path} exists and is not {what}, so it is left alone: pass a new path "
             "(or remove that file yourself if it may go)"
@@ -170,9 +164,10 @@ def _head(path: Path, size: int = 4096) -> bytes:
         return b""
 
 
-def json_written_by(command: str) -> Callable[[Path], bool]:
+def json_written_by(command: str, before: frozenset[str] = frozenset()) -> Callable[[Path], bool]:
     """``previous`` for :func:`check_output`: a JSON object whose ``written_by`` is
-    ``command`` (every vidkd JSON report carries it)."""
+    ``command`` (every vidkd JSON report carries it), or one without ``written_by`` that
+    holds all the ``before`` keys (the command's reports from before the stamp)."""
 
     def previous(path: Path) -> bool:
         if not _head(path, 64).lstrip().startswith(b"{") or path.stat().st_size > 256 * 2**20:
@@ -181,7 +176,11 @@ def json_written_by(command: str) -> Callable[[Path], bool]:
             value = json.loads(path.read_bytes())
         except (OSError, ValueError):
             return False
-        return isinstance(value, dict) and value.get("written_by") == command
+        if not isinstance(value, dict):
+            return False
+        if "written_by" in value:
+            return value["written_by"] == command
+        return bool(before) and before <= value.keys()
 
     return previous
 

@@ -67,17 +67,43 @@ def test_own_earlier_outputs_are_replaced_and_nothing_else(tmp_path):
     assert check_output(report, "--json", json_written_by("vidkd eval"), "x") == report
     with pytest.raises(VidkdError, match="not a bench report"):  # another command's JSON
         check_output(report, "--json", json_written_by("vidkd bench"), "a bench report")
-    for text in ('["written_by", "vidkd eval"]', '{"written_by": "vidkd eval"', "{}", ""):
-        report.write_text(text)  # a list, truncated JSON, no written_by, an empty file (a marker)
+    for text in ('["written_by", "vidkd eval"]', '{"written_by": "vidkd eval"', "{}",
+                 '{"video_top1": 1.0}'):  # a list, truncated JSON, no written_by, too few keys
+        report.write_text(text)
         with pytest.raises(VidkdError, match="left alone"):
-            check_output(report, "--json", json_written_by("vidkd eval"), "x")
+            check_output(report, "--json", json_written_by("vidkd eval", frozenset({"video_top1", "protocol"})), "x")
+    # a report from before the stamp: no written_by, but the command's keys
+    report.write_text(json.dumps({"video_top1": 1.0, "protocol": "5 clips"}))
+    assert check_output(report, "--json", json_written_by("vidkd eval", frozenset({"video_top1", "protocol"})), "x")
+    report.write_text(json.dumps({"written_by": "vidkd bench", "video_top1": 1.0, "protocol": "x"}))
+    with pytest.raises(VidkdError, match="left alone"):  # stamped by another command
+        check_output(report, "--json", json_written_by("vidkd eval", frozenset({"video_top1", "protocol"})), "x")
+    report.write_text("")  # an empty file has nothing to lose (an empty skip list, a touch)
+    assert check_output(report, "--json", json_written_by("vidkd eval"), "x") == report
     tsv = tmp_path / "check.tsv"
     tsv.write_text("# vidkd check videos: 0 videos, 0 unreadable\n")
     assert check_output(tsv, "--report", text_starting_with("# vidkd check "), "x") == tsv
-    for text in ("#  vidkd check videos\n", ""):
-        tsv.write_text(text)
-        with pytest.raises(VidkdError, match="left alone"):
-            check_output(tsv, "--report", text_starting_with("# vidkd check "), "x")
+    tsv.write_text("#  vidkd check videos\n")
+    with pytest.raises(VidkdError, match="left alone"):
+        check_output(tsv, "--report", text_starting_with("# vidkd check "), "x")
+
+
+@pytest.mark.parametrize("command, report", [
+    ("eval", {"clip_top1": 1.0, "clip_top5": 1.0, "video_top1": 1.0, "video_top5": 1.0, "num_videos": 1,
+              "protocol": "p", "top5_k": 5, "failed_videos": 0}),  # EvalResult.as_dict() before the stamp
+    ("predict", {"checkpoint": "s", "protocol": "p", "clips": 5, "classes": [], "videos": [], "failed": 0}),
+])
+def test_reports_from_before_the_stamp_are_replaced(tmp_path, command, report):
+    from vidkd.cli import EVAL_KEYS, PREDICT_KEYS
+
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(report))
+    keys = {"eval": EVAL_KEYS, "predict": PREDICT_KEYS}[command]
+    assert check_output(path, "--json", json_written_by(f"vidkd {command}", keys), "x") == path
+    results = {"name": "run", "test": report, "epochs": 1}  # a run's results.json is not one
+    path.write_text(json.dumps(results))
+    with pytest.raises(VidkdError, match="left alone"):
+        check_output(path, "--json", json_written_by(f"vidkd {command}", keys), "x")
 
 
 def test_check_replaces_its_own_report_and_skip_list(tmp_path, capsys):
@@ -134,8 +160,9 @@ def test_a_replaced_file_keeps_its_mode_and_its_symbolic_link(tmp_path):
 
 
 def test_special_files_are_written_in_place_never_replaced(tmp_path, capsys):
-    """A FIFO (as /dev/stdout piped, or /dev/null) stays what it is; export refuses one
-    (it reads its file back); a FIFO nobody reads is refused before the work, not waited on."""
+    """A FIFO (as /dev/stdout piped, or /dev/null) stays what it is, and the check before
+    the work does not open it (closing it would end the reader's stream); export refuses
+    one (it reads its file back)."""
     import threading
 
     fifo = tmp_path / "pipe"
@@ -143,12 +170,10 @@ def test_special_files_are_written_in_place_never_replaced(tmp_path, capsys):
     received: list[str] = []
     reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
     reader.start()
+    assert check_output(fifo, "--json", json_written_by("vidkd eval"), "x") == fifo
     atomic_write_text(tmp_path / "pipe", "report\n")
     reader.join(timeout=10)
     assert received == ["report\n"] and fifo.is_fifo() and os.listdir(tmp_path) == ["pipe"]
-
-    assert main(["check", str(tmp_path / "videos"), "--report", str(fifo)]) == 2
-    assert "is a FIFO that nothing reads" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "s.safetensors"), "--format", "torchscript",
                  "--out", str(fifo)]) == 2
     assert "is not a regular file" in capsys.readouterr().err

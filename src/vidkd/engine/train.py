@@ -41,6 +41,7 @@ from vidkd.data.transforms import to_model_input
 from vidkd.engine import distributed
 from vidkd.engine.checkpoint import (
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     load_student,
     rng_state,
@@ -415,7 +416,7 @@ def _train(
                     f"{run_dir} holds files that are not a vidkd run; choose another name with "
                     "--set name=NEW or another train.out_dir"
                 )
-            if latest_checkpoint(ckpt_dir) is None:  # nothing --resume could continue
+            if not list_checkpoints(ckpt_dir):  # nothing --resume could continue
                 raise VidkdError(
                     f"{run_dir} already holds a run that stopped before its first checkpoint; "
                     "pass --overwrite to start it over, or choose another name with --set name=NEW"
