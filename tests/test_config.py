@@ -201,6 +201,8 @@ def test_setting_a_whole_section_keeps_its_other_fields(tmp_path):
     cfg = load_config(path, ["data={clip_len: 4, synthetic: {seed: 3}}"])
     assert (cfg.data.clip_len, cfg.data.short_side, cfg.data.crop_size) == (4, 64, 56)
     assert (cfg.data.synthetic.seed, cfg.data.synthetic.size) == (3, 48)
+    cfg = load_config(path, ["data.synthetic={}"])  # an empty mapping resets a section
+    assert cfg.data.synthetic.size == 64 and cfg.data.short_side == 64  # default size; the rest kept
     values = {"data": {"short_side": 64, "crop_size": 56}}
     from vidkd.config import config_from_dict
 

@@ -405,7 +405,8 @@ def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
             raise VidkdError(f"--set {dotted!r}: {part!r} is not a section")
         node[part] = child = dict(child)  # never write into the caller's nested dicts
         node = child
-    node[parts[-1]] = _merge(node.get(parts[-1]), value)
+    # `--set method.augment={}` puts a section back to its defaults; a non-empty mapping merges
+    node[parts[-1]] = value if value == {} else _merge(node.get(parts[-1]), value)
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
