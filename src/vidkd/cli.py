@@ -100,6 +100,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def json_output(path: str | None, command: str, before: frozenset[str]) -> Path | None:
+    """The checked ``--json`` path of ``vidkd COMMAND`` (None without ``--json``)."""
+    if not path:
+        return None
+    return check_output(path, "--json", json_written_by(f"vidkd {command}", before),
+                        f"a `vidkd {command}` JSON report")
+
+
+def write_json(path: Path, command: str, report: dict) -> None:
+    """``report``, stamped ``written_by: vidkd COMMAND``, to a path from :func:`json_output`."""
+    text = json.dumps({"written_by": f"vidkd {command}", **report}, indent=2)
+    write_output(path, lambda target: atomic_write_text(target, text), "--json")
+
+
 def write_output(path: Path, write: Callable[[Path], object], option: str) -> None:
     """Write an output whose path was checked before the work; a failure now (a full disk,
     a folder made read-only meanwhile) is one line, and the results printed above stand."""
@@ -121,8 +135,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vidkd.config import load_config
     from vidkd.engine.train import evaluate_student
 
-    json_path = (check_output(args.json, "--json", json_written_by("vidkd eval", EVAL_KEYS),
-                              "a `vidkd eval` JSON report") if args.json else None)
+    json_path = json_output(args.json, "eval", EVAL_KEYS)
     if args.run_dir:
         run_dir = Path(args.run_dir)
         config_path = Path(args.config) if args.config else _run_dir_config(run_dir)
@@ -139,8 +152,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for line in result.lines():
         print("  " + line)
     if json_path is not None:
-        report = {"written_by": "vidkd eval", "checkpoint": str(checkpoint), **result.as_dict()}
-        write_output(json_path, lambda path: atomic_write_text(path, json.dumps(report, indent=2)), "--json")
+        write_json(json_path, "eval", {"checkpoint": str(checkpoint), **result.as_dict()})
     return 0
 
 
@@ -189,8 +201,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vidkd.engine.distributed import resolve_device
     from vidkd.engine.hardware import apply_reuse_host_memory
     from vidkd.engine.predict import find_videos, predict_videos
-    json_path = (check_output(args.json, "--json", json_written_by("vidkd predict", PREDICT_KEYS),
-                              "a `vidkd predict` JSON report") if args.json else None)
+    json_path = json_output(args.json, "predict", PREDICT_KEYS)
     device = resolve_device(args.device)
     # as train.reuse_host_memory's default: each video's activations reuse the last one's pages
     _, memory_note = apply_reuse_host_memory(True, device)
@@ -221,11 +232,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         })
     print(f"{len(videos) - failed} predicted, {failed} unreadable")
     if json_path is not None:
-        report = {
-            "written_by": "vidkd predict", "checkpoint": str(args.checkpoint), "protocol": protocol,
-            "clips": args.clips, "classes": classes, "videos": records, "failed": failed,
-        }
-        write_output(json_path, lambda path: atomic_write_text(path, json.dumps(report, indent=2)), "--json")
+        write_json(json_path, "predict", {
+            "checkpoint": str(args.checkpoint), "protocol": protocol, "clips": args.clips,
+            "classes": classes, "videos": records, "failed": failed,
+        })
     return 1 if failed else 0
 
 
@@ -307,7 +317,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                                "a `vidkd check` report")
     skip_path = None
     if args.skip_list:
-        check_header = text_starting_with("# vidkd check ")
+        check_header = text_starting_with("# vidkd check ")  # a skip list has the report's header
         skip_path = check_output(args.skip_list, "--skip-list",
                                  lambda path: check_header(path) or absolute_paths(path),
                                  "a skip list written by `vidkd check`")
@@ -355,8 +365,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.config_path and args.config:
         raise VidkdError("vidkd bench takes CONFIG or --config, not both")
-    json_path = (check_output(args.json, "--json", json_written_by("vidkd bench", BENCH_KEYS),
-                              "a `vidkd bench` JSON report") if args.json else None)
+    json_path = json_output(args.json, "bench", BENCH_KEYS)
     precisions = tuple(_names(args.precisions, "--precisions", BENCH_PRECISIONS))
     methods = _names(args.methods, "--methods", tuple(METHODS)) if args.methods is not None else None
     overrides = list(args.overrides)
@@ -371,8 +380,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                        loader_batches=args.loader_batches, methods=methods)
     print(format_report(report))
     if json_path is not None:
-        text = json.dumps({"written_by": "vidkd bench", **report}, indent=2)
-        write_output(json_path, lambda path: atomic_write_text(path, text), "--json")
+        write_json(json_path, "bench", report)
         print(f"written: {json_path}")
     return 0
 

@@ -142,11 +142,11 @@ def check_output(
     the like."""
     path = Path(path).expanduser()
     try:
-        path.is_file()
+        holds_data = path.is_file() and path.stat().st_size > 0
     except (OSError, ValueError) as error:  # a name too long, a NUL character
         raise VidkdError(f"{option} {str(path)[:80]!r}: not a usable path "
                          f"({getattr(error, 'strerror', None) or error}); pass a shorter plain path") from None
-    if path.is_file() and path.stat().st_size > 0 and not previous(path):
+    if holds_data and not previous(path):
         raise VidkdError(
             f"{option} {path} exists and is not {what}, so it is left alone: pass a new path "
             "(or remove that file yourself if it may go)"
@@ -239,29 +239,32 @@ def keep_mode(tmp: Path, path: Path) -> None:
     os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.is_file() else default_file_mode())
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` under a temporary name beside ``path``, fsync it, then rename it into
-    place (and fsync the folder): a crash leaves the old file or the new one. A symbolic
-    link is followed (the file it leads to is replaced, the link stays); ``/dev/stdout``,
-    ``/dev/null`` and other files that are not regular are written in place."""
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
+    """``write(temporary)`` beside ``path``, fsync it, then rename it into place (and fsync
+    the folder): a crash leaves the old file or the new one. A symbolic link is followed
+    (the file it leads to is replaced, the link stays); ``/dev/stdout``, ``/dev/null`` and
+    other files that are not regular are written in place."""
     path = Path(path).expanduser()
     if is_special(path):
-        with open(path, "w") as out:
-            out.write(text)
+        write(path)
         return
     path = Path(os.path.realpath(path))
     tmp = temporary_beside(path)
     try:
-        with open(tmp, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         keep_mode(tmp, path)  # after writing: a read-only mode would have stopped the write
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write` of ``text``."""
+    atomic_write(path, lambda target: target.write_text(text))
 
 
 def fsync_dir(path: Path) -> None:

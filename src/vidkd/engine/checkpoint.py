@@ -216,8 +216,8 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
     Tries every checkpoint from newest to oldest (a checkpoint is renamed into place only
     when complete, and ``last`` names the newest one unless a write was cut short); each one
-    skipped is logged with the reason, and so is taking one other than ``last``'s. Raises :class:`VidkdError` when
-    checkpoints exist but none verifies.
+    skipped is logged with the reason, and so is taking one other than ``last``'s. Raises
+    :class:`VidkdError` when checkpoints exist but none verifies.
     """
     found = list_checkpoints(directory)
     pointed = latest_checkpoint_name(directory)

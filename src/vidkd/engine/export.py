@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vidkd.errors import VidkdError
-from vidkd.files import fsync_dir, is_special, keep_mode, temporary_beside
+from vidkd.files import atomic_write, is_special
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "vidkd"
@@ -157,14 +157,7 @@ def export_student(student: nn.Module, description: dict[str, Any], fmt: str, ou
     if free < needed:  # torch.jit.save aborts the process on a full disk, leaving its temporary
         raise VidkdError(f"--out {out}: the export needs about {needed / 2**20:.1f} MiB and "
                          f"{free / 2**20:.1f} MiB are free there; free some space or pass another path")
-    tmp = temporary_beside(out)
-    try:
-        writers[fmt](student, description, tmp)
-        keep_mode(tmp, out)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(out.parent)
+    atomic_write(out, lambda tmp: writers[fmt](student, description, tmp))
 
 
 def is_export(path: Path, fmt: str) -> bool:
