@@ -51,3 +51,46 @@ def test_single_process_under_torchrun_joins_the_group(monkeypatch):
     finally:
         distributed.cleanup()
     assert not dist.is_initialized()
+
+
+BROADCAST_WORKER = '''
+import sys
+import torch
+from vidkd.engine import distributed
+
+info = distributed.init_distributed(torch.device("cpu"))
+module = torch.nn.BatchNorm1d(3)
+with torch.no_grad():
+    module.weight.fill_(info.rank + 1.0)
+module.running_mean.fill_(10.0 * (info.rank + 1))
+module.num_batches_tracked.fill_(info.rank + 7)
+distributed.broadcast_module(module)
+torch.save(module.state_dict(), f"{sys.argv[1]}/rank{info.rank}.pt")
+distributed.cleanup()
+'''
+
+
+@pytest.mark.timeout(120)
+def test_broadcast_module_gives_every_rank_rank_zeros_weights(tmp_path):
+    """The test split is scored by every rank with the best student that rank 0 read: a node
+    that cannot see rank 0's run directory must not score its own last weights instead."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    script = tmp_path / "worker.py"
+    script.write_text(BROADCAST_WORKER)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=110,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        state = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(state["weight"], torch.ones(3))  # rank 0 filled 1.0, rank 1 2.0
+        assert torch.equal(state["running_mean"], torch.full((3,), 10.0))
+        assert int(state["num_batches_tracked"]) == 7

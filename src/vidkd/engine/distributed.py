@@ -81,6 +81,13 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def broadcast_module(module: torch.nn.Module) -> None:
+    """Give every process rank 0's parameters and buffers, in place (no-op in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
 def world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()

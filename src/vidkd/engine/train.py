@@ -11,6 +11,7 @@ best-validation student is scored on the test split and shipped as
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import itertools
 import json
@@ -689,13 +690,7 @@ def _train(
     if is_main:
         save_student(run_dir / "student.safetensors", method.student, description)
     distributed.barrier()
-    best_path = run_dir / "best_student.safetensors"
-    if best_path.is_file():
-        best_student, _ = load_student(best_path, device)
-        if cfg.train.channels_last:
-            best_student = best_student.to(memory_format=torch.channels_last_3d)
-    else:
-        best_student = method.student
+    best_student = best_validation_student(run_dir, method.student, is_main)
     test = evaluate(
         best_student, loaders.test, num_classes, device, cfg.train.precision,
         cfg.train.channels_last, progress=progress and is_main, description="test",
@@ -712,6 +707,22 @@ def _train(
         metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
     metrics.close()
     return summary
+
+
+def best_validation_student(run_dir: Path, student: torch.nn.Module, is_main: bool) -> torch.nn.Module:
+    """A copy of ``student`` holding the best-validation weights that rank 0 saved.
+
+    Rank 0 reads ``best_student.safetensors`` and sends its weights to every process, so that
+    nodes which do not see rank 0's ``train.out_dir`` still score the same network; a run
+    without that file (no validation improved) scores ``student`` as it is.
+    """
+    best = copy.deepcopy(student)
+    path = run_dir / "best_student.safetensors"
+    if is_main and path.is_file():
+        saved, _ = load_student(path, next(student.parameters()).device)
+        best.load_state_dict(saved.state_dict())
+    distributed.broadcast_module(best)
+    return best
 
 
 def describe_model(m: ModelConfig) -> str:
