@@ -31,6 +31,7 @@ from vidkd.files import (
     absolute_paths,
     atomic_write_text,
     check_output,
+    escape_path,
     json_written_by,
     text_starting_with,
 )
@@ -95,6 +96,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{summary['name']}: {summary['method']} on {summary['dataset']}, {summary['model']}")
     print(f"  video top-1 ({test['protocol']}): {test['video_top1']:.2f}%   "
           f"clip top-1: {test['clip_top1']:.2f}%   (best val epoch {summary['best_epoch']})")
+    if test["failed_videos"]:
+        print(f"  scored {test['num_videos']} test videos; {test['failed_videos']} could not be "
+              "decoded (results.json: failed_videos)")
     if summary["paper_top1"] is not None:
         print(f"  paper: {summary['paper_top1']:.1f}%")
     return 0
@@ -303,7 +307,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
           f"{len(report.failed)} failed, {report.copied} annotation files copied "
           f"({report.frames} frames, {report.seconds:.1f}s)")
     for source, problem in report.failed.items():
-        print(f"  failed: {source}: {problem}")
+        print(f"  failed: {escape_path(source)}: {problem}")
     if report.failed:
         print(f"  report: {report_path}")
     return 0 if report.ok else 1
@@ -341,7 +345,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{report.source}: {report.checked} videos decoded ({report.frames} frames, "
           f"{report.seconds:.1f}s), {len(report.problems)} unreadable")
     for path, problem in report.problems.items():
-        print(f"  {path}: {problem}")
+        print(f"  {escape_path(path)}: {problem}")
     if not report.ok:
         shown = os.path.abspath(report_path)
         print(f"  report: {shown}; skip them in training with --set data.skip_list={shown}")
@@ -501,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VidkdError as error:
         print(f"vidkd: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vidkd check DIR | head`: the reader has gone; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 1
     except KeyboardInterrupt:
         again = {"compare": "; the same `vidkd compare` command continues where it stopped",
                  "train": "; `vidkd train --resume` continues from the last checkpoint"}

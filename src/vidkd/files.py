@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -64,6 +65,39 @@ def read_lines(path: str | Path, what: str = "file", fix: str = "") -> list[str]
     """The non-empty, stripped lines of :func:`read_text` (LF, CRLF or CR endings)."""
     text = read_text(path, what, fix).replace("\r\n", "\n").replace("\r", "\n")
     return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+_ESCAPED = re.compile(r"\\(x[0-9a-fA-F]{2}|[\\tnr])")
+
+
+def escape_path(name: str) -> str:
+    r"""``name`` as one UTF-8 field of a report line: a backslash, tab, newline and carriage
+    return are written ``\\``, ``\t``, ``\n``, ``\r``, and a byte that is not UTF-8 (a
+    surrogate escape of :func:`os.fsdecode`) ``\xNN``. :func:`unescape_path` reverses it."""
+    parts = []
+    for char in name:
+        if char in _ESCAPES:
+            parts.append(_ESCAPES[char])
+        elif 0xDC80 <= ord(char) <= 0xDCFF:
+            parts.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            parts.append(char)
+    return "".join(parts)
+
+
+def unescape_path(text: str) -> str:
+    """The path that :func:`escape_path` wrote as ``text``."""
+
+    def one(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code[0] == "x":
+            value = int(code[1:], 16)
+            return chr(0xDC00 + value if value >= 0x80 else value)
+        return _UNESCAPES[code]
+
+    return _ESCAPED.sub(one, text)
 
 
 def is_special(path: str | Path) -> bool:

@@ -261,6 +261,12 @@ def test_prepare_resumes_and_redoes_bad_or_changed_outputs(tmp_path: Path) -> No
 
     truncated(dst / "a" / "v1.mp4", dst / "a" / "v1.mp4", keep=0.5)  # a damaged output
     (dst / "a" / "v2.mp4.999.partial").write_bytes(b"left by a killed run")
+    refused = prepare_dataset(src, dst, short_side=32, workers=1, progress=False)
+    # a file it cannot read as its own output is never replaced: reported, left as it is
+    assert (refused.transcoded, refused.skipped) == (0, 2)
+    assert list(refused.failed) == [str(src / "a" / "v1.mp4")]
+    assert "not written by vidkd prepare (or is damaged)" in refused.failed[str(src / "a" / "v1.mp4")]
+    (dst / "a" / "v1.mp4").unlink()  # as the report says
     second = prepare_dataset(src, dst, short_side=32, workers=1, progress=False)
     assert (second.transcoded, second.skipped, second.failed) == (1, 2, {})
     assert (dst / "a" / "v0.mp4").stat().st_mtime_ns == stamp  # finished: untouched

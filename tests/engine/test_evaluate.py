@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from vidkd.engine.evaluate import evaluate
+from vidkd.errors import VidkdError
 
 # video -> (label, logits of its 3 clips) over 3 classes. Softmax averaging gets all but D
 # right; averaging logits, or scoring any one clip position alone, gets fewer right.
@@ -87,6 +88,20 @@ def test_unreadable_videos_are_left_out_of_both_levels():
     assert result.num_videos == 2
     assert result.video_top1 == pytest.approx(100.0)  # A and B right; D skipped
     assert result.clip_top1 == pytest.approx(100 * 4 / 6)
+
+
+def test_unreadable_counts_and_a_split_with_nothing_readable():
+    """Failed videos are counted; when none was readable there is no score (it printed 0.00%
+    and exited 0), only one line naming the first failure."""
+    first = batch(["A", "D"], valid=[True, False])
+    first["failed"] = ["d.mp4: cannot open"]
+    result = evaluate(ClipIdModel(), [first], 3, torch.device("cpu"), channels_last=False)
+    assert (result.num_videos, result.num_failed, result.as_dict()["failed_videos"]) == (1, 1, 1)
+    nothing = batch(["A", "B"], valid=[False, False])
+    nothing["failed"] = ["a.mp4: cannot open", "b.mp4: cannot open"]
+    with pytest.raises(VidkdError, match=r"none of the videos of the test split .*first: a.mp4"):
+        evaluate(ClipIdModel(), [nothing], 3, torch.device("cpu"), channels_last=False,
+                 description="test")
 
 
 def test_top5_is_reported_and_means_top3_with_three_classes():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from vidkd.data.index import (
 from vidkd.data.records import DatasetIndex, VideoRecord
 from vidkd.data.synthetic import SyntheticSpec, default_cache_dir, ensure_synthetic_dataset
 from vidkd.errors import VidkdError
-from vidkd.files import read_lines
+from vidkd.files import read_lines, unescape_path
 
 log = logging.getLogger("vidkd")
 
@@ -72,7 +73,8 @@ def read_skip_list(path: Path) -> set[str]:
 
     ``vidkd check`` writes absolute paths; a relative entry (a hand-written list, an old
     report) is taken relative to the skip list's own directory, never the working
-    directory. ``#`` lines are comments; the file is UTF-8 (a byte-order mark is ignored).
+    directory. ``#`` lines are comments; the file is UTF-8 (a byte-order mark is ignored), with
+    tabs, newlines, backslashes and bytes that are not UTF-8 escaped (``files.escape_path``).
     """
     path = Path(path)
     fix = f"create it with `vidkd check DATASET --skip-list {path}`"
@@ -81,7 +83,7 @@ def read_skip_list(path: Path) -> set[str]:
     for number, line in enumerate(lines, 1):
         if line.startswith("#"):
             continue
-        entry = line.split("\t")[0].strip()
+        entry = unescape_path(line.split("\t")[0].strip())
         if "\0" in entry:
             raise VidkdError(f"skip list {path}: entry {number} holds a NUL character: fix the file")
         if entry:
@@ -181,6 +183,37 @@ def _folder_indexes(cfg: DataConfig, root: Path) -> Indexes:
     )
 
 
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
+
+
+def _split_warnings(
+    train: list[VideoRecord], test: list[VideoRecord], classes: list[str]
+) -> list[str]:
+    """Warnings (also returned, for ``results.json``) about splits that train but mislead:
+    test videos that are training videos too, videos listed twice, classes never trained."""
+    warnings = []
+    train_paths = Counter(_real_path(record.path) for record in train)
+    twice = [str(path) for path, count in train_paths.items() if count > 1]
+    if twice:
+        warnings.append(f"{len(twice)} training videos are listed more than once and trained on as "
+                        f"often ({_shown(sorted(twice))}); check data.annotations")
+    shared = sorted({str(_real_path(r.path)) for r in test if _real_path(r.path) in train_paths})
+    if shared:
+        warnings.append(f"{len(shared)} of {len(test)} test videos are training videos too "
+                        f"({_shown(shared)}): the test score is optimistic; check "
+                        "data.test_annotations")
+    trained = {record.label for record in train}
+    untrained = [name for label, name in enumerate(classes) if label not in trained]
+    if untrained:
+        warnings.append(f"{len(untrained)} of {len(classes)} classes have no training video "
+                        f"({_shown(untrained)}): the network cannot learn them; remove empty class "
+                        "folders or check data.annotations")
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
 def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataSplits:
     """Train / validation / test records for one run."""
     indexes = load_indexes(cfg, progress)
@@ -206,6 +239,7 @@ def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataS
         raise VidkdError(f"no training videos found for dataset '{cfg.dataset}' under {cfg.root}; check data.root")
     if not test:
         raise VidkdError(f"no test videos found for dataset '{cfg.dataset}' under {cfg.root}; check data.root")
+    warnings = _split_warnings(train, test, train_index.classes)
     if cfg.val_source == "test_groups":
         val = test
         notes.append("validation taken from the TEST split (authors' protocol): test numbers are optimistic")
@@ -223,4 +257,5 @@ def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataS
         train, val = split_train_val(train, cfg.val_fraction, seed=seed)
     for note in notes:
         log.info(note)
+    notes += warnings
     return DataSplits(train, val, test, list(train_index.classes), missing, skipped, notes)

@@ -52,7 +52,7 @@ from vidkd.data.index.walk import (
     entry_kind,
 )
 from vidkd.errors import VidkdError
-from vidkd.files import atomic_write_text
+from vidkd.files import atomic_write_text, escape_path
 
 log = logging.getLogger("vidkd")
 
@@ -302,13 +302,15 @@ def _crashed(path: str) -> VideoCheck:
 # --------------------------------------------------------------------------- datasets
 
 
-def find_videos(root: Path) -> list[Path]:
+def find_videos(root: Path, unlistable: dict[str, str] | None = None) -> list[Path]:
     """Video files (known extensions) and frame folders anywhere under ``root``, sorted.
 
     A frame folder counts as one video and is not searched further. Paths are
     ``root / relative``, the way the dataset indexes join them. Links are followed, but
     each real directory is entered once: a symlink loop is named in one warning.
     Hidden names and unfinished ``*.partial`` outputs of ``vidkd prepare`` are skipped.
+    A folder that cannot be listed is skipped and, when ``unlistable`` is given, recorded
+    there (path -> reason).
     """
     found: list[Path] = []
     visited = VisitedDirs(root)
@@ -318,12 +320,12 @@ def find_videos(root: Path) -> list[Path]:
         try:
             with os.scandir(directory) as scan:
                 entries = _sorted_dirs_first_real(scan)
-        except OSError:
+        except OSError as error:
+            if unlistable is not None:
+                unlistable[str(directory)] = f"cannot list folder ({error.strerror or error})"
             continue
         for entry in entries:
             path = directory / entry.name
-            if entry.name.startswith(".") and not _is_frame_folder(path):
-                continue
             kind = entry_kind(entry, visited)
             if kind == "dir":
                 if _is_frame_folder(path):
@@ -357,16 +359,19 @@ class CheckReport:
         """The TSV report; its first column makes it a skip list for ``data.skip_list``."""
         lines = [
             f"# vidkd check {self.source}: {self.checked} videos, {len(self.problems)} unreadable",
-            "# use as a skip list: --set data.skip_list=" + str(path),
+            "# use as a skip list: --set data.skip_list=" + escape_path(os.path.abspath(path)),
             "# path\tproblem",
         ]
-        lines += [f"{os.path.abspath(name)}\t{problem}" for name, problem in self.problems.items()]
+        lines += [f"{escape_path(os.path.abspath(name))}\t{problem}"
+                  for name, problem in self.problems.items()]
         atomic_write_text(path, "\n".join(lines) + "\n")
 
     def write_skip_list(self, path: Path) -> None:
         """A header comment, then only the unreadable paths (absolute), one a line."""
         header = f"# vidkd check {self.source}: the unreadable videos, one a line ({len(self.problems)})\n"
-        atomic_write_text(path, header + "".join(f"{os.path.abspath(name)}\n" for name in self.problems))
+        atomic_write_text(
+            path, header + "".join(f"{escape_path(os.path.abspath(name))}\n" for name in self.problems)
+        )
 
 
 def check_paths(
@@ -395,17 +400,23 @@ def check_paths(
 def check_directory(
     root: Path, workers: int | None = None, progress: bool = True
 ) -> CheckReport:
-    """Check every video file and frame folder under ``root`` (any depth)."""
+    """Check every video file and frame folder under ``root`` (any depth), or ``root`` itself
+    when it is one video file. A folder that cannot be listed is reported as a problem."""
     root = Path(root)
+    if root.is_file():
+        return check_paths([root], workers, progress, source=str(root))
     if not root.is_dir():
         raise VidkdError(f"dataset directory {root} does not exist: pass a folder of videos")
-    paths = find_videos(root)
-    if not paths:
+    unlistable: dict[str, str] = {}
+    paths = find_videos(root, unlistable)
+    if not paths and not unlistable:
         raise VidkdError(
             f"no videos under {root}: expected files ending in .mp4/.avi/.mkv/... or frame "
             f"folders of {'/'.join(FRAME_EXTENSIONS)} images"
         )
-    return check_paths(paths, workers, progress, source=str(root))
+    report = check_paths(paths, workers, progress, source=str(root))
+    report.problems = dict(sorted({**report.problems, **unlistable}.items()))
+    return report
 
 
 def check_config(

@@ -9,7 +9,10 @@ the decoder so that the shorter side is ``short_side`` (aspect ratio kept).
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +20,10 @@ from typing import Protocol
 import av
 import numpy as np
 
+# tried in order, case-insensitively: a TSN-style folder also holds flow_x_*.jpg, not frames
 FRAME_PATTERNS = ("img_*.jpg", "image_*.jpg", "*.jpg", "*.jpeg", "*.png")
+_DIGITS = re.compile(r"(\d+)")
+_DURATION_TAG = re.compile(r"(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)")  # Matroska: 00:00:02.000000000
 
 
 class DecodeError(RuntimeError):
@@ -96,8 +102,11 @@ class VideoReader:
         self._start = float(self._stream.start_time or 0) * self._time_base
         num_frames = int(self._stream.frames or 0)
         if num_frames <= 0:
+            tagged = _duration_tag(self._stream.metadata)
             if self._stream.duration:
                 seconds = float(self._stream.duration) * self._time_base
+            elif tagged is not None:  # Matroska/WebM: the container's length counts the audio too
+                seconds = tagged
             elif self._container.duration:
                 seconds = self._container.duration / av.time_base
             else:
@@ -165,12 +174,39 @@ class VideoReader:
         return _loop_pad(frames, num_frames)
 
 
+def _duration_tag(metadata: dict[str, str]) -> float | None:
+    """Seconds of a stream's ``DURATION`` tag (``HH:MM:SS.fraction``), as Matroska muxers write."""
+    for key, value in metadata.items():
+        if key.upper().split("-")[0] == "DURATION":
+            match = _DURATION_TAG.fullmatch(value.strip())
+            if match:
+                hours, minutes, seconds = match.groups()
+                return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return None
+
+
+def _frame_order(name: str) -> tuple:
+    """Sort key: the numbers in a name compared as numbers (``img_2`` before ``img_10``)."""
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
+
+
 def list_frame_files(directory: Path) -> list[Path]:
-    """The image files of a frame folder in frame order (``img_00001.jpg`` ...)."""
+    """The image files of a frame folder in frame order (``img_00001.jpg`` ...).
+
+    Names match :data:`FRAME_PATTERNS` case-insensitively (the first pattern that matches any
+    file wins); hidden files are not frames. Frame numbers order the files as numbers, so
+    ``img_2.jpg`` comes before ``img_10.jpg`` when the numbers are not zero-padded.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            names = [entry.name for entry in entries
+                     if not entry.name.startswith(".") and entry.is_file()]
+    except OSError:
+        return []
     for pattern in FRAME_PATTERNS:
-        files = sorted(directory.glob(pattern))
-        if files:
-            return files
+        matched = [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
+        if matched:
+            return [Path(directory) / name for name in sorted(matched, key=_frame_order)]
     return []
 
 

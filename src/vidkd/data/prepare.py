@@ -12,7 +12,12 @@ The tree under ``src`` is mirrored under ``dst``:
   each image scaled to ``short_side`` (JPEG quality ~2 of 31; PNG stays PNG), so frame
   list annotations (start/end frame numbers) stay valid;
 - ``.txt``/``.csv``/``.json``/``.yaml`` files (split lists, annotations, label lists) are
-  copied; other files are ignored.
+  copied (as ``rsync --update``: a copy newer than its source is kept); other files are
+  ignored.
+
+An existing file or folder at an output's path is replaced only when this module wrote it
+(a video carrying its metadata tag, a frame folder holding only the source's frame names);
+anything else there is reported as a failure and left as it is.
 
 Each output (video, frame folder or copied file) is written under a temporary name
 (``<name>.<pid>.partial``, which no index or check picks up) and moved into place with
@@ -55,7 +60,7 @@ from vidkd.data.decode import list_frame_files, scaled_size
 from vidkd.data.index.walk import VisitedDirs
 from vidkd.data.synthetic import video_codec
 from vidkd.errors import VidkdError
-from vidkd.files import atomic_write_text
+from vidkd.files import atomic_write_text, escape_path
 
 log = logging.getLogger("vidkd")
 
@@ -113,7 +118,7 @@ class PrepareReport:
             f"{self.skipped} already done, {len(self.failed)} failed, {self.copied} files copied",
             "# source\tproblem",
         ]
-        lines += [f"{source}\t{problem}" for source, problem in self.failed.items()]
+        lines += [f"{escape_path(source)}\t{problem}" for source, problem in self.failed.items()]
         atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -194,6 +199,20 @@ def _has_tag(path: Path, settings: EncodeSettings) -> bool:
         return False
 
 
+def _written_by_prepare(path: Path) -> bool:
+    """Whether ``path`` is a video this module wrote (with any settings): it may be replaced."""
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment", "").startswith(TAG)
+    except Exception:  # unreadable: not ours to judge, so not ours to replace
+        return False
+
+
+def _not_ours(output: Path) -> str:
+    return (f"output {output} exists and was not written by vidkd prepare (or is damaged): "
+            "delete or move it to prepare this source, or choose another destination")
+
+
 def _encode_video(source: Path, partial: Path, settings: EncodeSettings) -> int:
     """Transcode ``source`` into ``partial``; the number of frames written."""
     try:
@@ -253,6 +272,8 @@ def prepare_video(job: tuple[str, str, EncodeSettings]) -> PrepareResult:
         frames, problem = _verify_video(output, settings.short_side, None)
         if not problem:
             return PrepareResult(source_name, output_name, "skipped", frames)
+    if (output.exists() or output.is_symlink()) and not _written_by_prepare(output):
+        return PrepareResult(source_name, output_name, "failed", problem=_not_ours(output))
     partial = _partial_name(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -287,6 +308,18 @@ def _scale_image(source: Path, target: Path, short_side: int) -> None:
             out.mux(packet)
 
 
+def _holds_only(folder: Path, names: set[str]) -> bool:
+    """Whether ``folder`` is a real directory whose entries all have one of ``names`` (the
+    frame names of its source): an earlier output of this module, safe to replace."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        return all(entry.name in names and entry.is_file(follow_symlinks=False)
+                   for entry in os.scandir(folder))
+    except OSError:
+        return False
+
+
 def prepare_frame_folder(job: tuple[str, str, EncodeSettings]) -> PrepareResult:
     """Scale every image of a frame folder to ``short_side``, same names; never raises."""
     source_name, output_name, settings = job
@@ -297,6 +330,9 @@ def prepare_frame_folder(job: tuple[str, str, EncodeSettings]) -> PrepareResult:
         if (not done.problem and done.frames == len(files) and files
                 and min(done.width, done.height) == settings.short_side):
             return PrepareResult(source_name, output_name, "skipped", done.frames)
+    if output.exists() or output.is_symlink():
+        if not _holds_only(output, {file.name for file in files}):
+            return PrepareResult(source_name, output_name, "failed", problem=_not_ours(output))
     checked = check_frame_folder(source)
     if checked.problem:
         return PrepareResult(source_name, output_name, "failed", problem=checked.problem)
@@ -333,8 +369,13 @@ def _crashed(job: tuple[str, str, EncodeSettings]) -> PrepareResult:
 
 
 def _copy_annotations(src: Path, dst: Path) -> int:
-    """Copy split lists and annotation files that are missing or changed; how many."""
+    """Copy split lists and annotation files that are missing or changed; how many.
+
+    As ``rsync --update``: a copy already there with the source's size and time is current,
+    and one newer than the source (edited by hand) is kept and named in one warning.
+    """
     copied = 0
+    kept: list[str] = []
     visited = VisitedDirs(src)  # links are followed, each real directory once
     for directory, subdirs, files in os.walk(src, followlinks=True):
         subdirs[:] = sorted(
@@ -351,10 +392,17 @@ def _copy_annotations(src: Path, dst: Path) -> int:
                 stat = source.stat()
             except OSError:  # a link that cannot be followed
                 continue
-            if target.is_file() and target.stat().st_size == stat.st_size and (
-                target.stat().st_mtime >= stat.st_mtime
-            ):
-                continue
+            if target.is_file() or target.is_symlink() or target.exists():
+                try:
+                    current = target.stat()
+                except OSError:  # a dangling link: never written through
+                    kept.append(str(target))
+                    continue
+                if current.st_size == stat.st_size and current.st_mtime_ns == stat.st_mtime_ns:
+                    continue
+                if current.st_mtime_ns > stat.st_mtime_ns or not target.is_file():
+                    kept.append(str(target))
+                    continue
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = _partial_name(target)
             try:
@@ -363,6 +411,11 @@ def _copy_annotations(src: Path, dst: Path) -> int:
             finally:
                 _remove(partial)
             copied += 1
+    if kept:
+        log.warning(
+            "%s: kept %d file(s) newer than their source, or not files (%s); delete them to "
+            "copy the source's", dst, len(kept), ", ".join(kept[:3]) + (" ..." if len(kept) > 3 else ""),
+        )
     return copied
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from vidkd.data.transforms import to_model_input
 from vidkd.engine.distributed import all_reduce_sum
+from vidkd.errors import VidkdError
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class EvalResult:
     num_clips: int
     failed: list[str]
     top_k: int
+    #: unreadable videos over every process (``failed`` names this process's)
+    num_failed: int = 0
     #: video-level confusion counts, ``confusion[true][predicted]`` (not in :meth:`as_dict`)
     confusion: list[list[int]] = field(default_factory=list, repr=False)
 
@@ -44,7 +47,7 @@ class EvalResult:
             "num_videos": self.num_videos,
             "protocol": self.protocol,
             "top5_k": self.top_k,
-            "failed_videos": len(self.failed),
+            "failed_videos": self.num_failed,
         }
 
     def lines(self) -> list[str]:
@@ -54,7 +57,7 @@ class EvalResult:
             f"video top-{k} ({self.protocol}): {self.video_top5:6.2f}%",
             f"clip top-1 (1 clip x 1 centre crop, {self.num_clips} per video): {self.clip_top1:6.2f}%",
             f"clip top-{k} (1 clip x 1 centre crop, {self.num_clips} per video): {self.clip_top5:6.2f}%",
-            f"videos: {self.num_videos} scored, {len(self.failed)} unreadable (skipped)",
+            f"videos: {self.num_videos} scored, {self.num_failed} unreadable (skipped)",
         ]
 
 
@@ -105,11 +108,19 @@ def evaluate(
         metrics["video_top1"].update(video_probs, labels)
         metrics["video_top5"].update(video_probs, labels)
         confusion.index_put_((labels, video_probs.argmax(dim=1)), torch.ones_like(labels), accumulate=True)
-    num_videos = int(all_reduce_sum(torch.tensor([num_videos], device=device))[0])
+    counts = all_reduce_sum(torch.tensor([num_videos, len(failed)], device=device))
+    num_videos, num_failed = int(counts[0]), int(counts[1])
+    if num_videos == 0:  # every rank sees the total, so every rank stops here
+        example = f" (first: {failed[0]})" if failed else ""
+        raise VidkdError(
+            f"none of the videos of the {description} split could be decoded{example}; run "
+            "`vidkd check` on the dataset and fix or replace them"
+        )
     confusion = all_reduce_sum(confusion)
     values = {name: float(metric.compute()) * 100 for name, metric in metrics.items()}
     model.train(was_training)
     return EvalResult(
         **values, num_videos=num_videos, num_clips=num_clips, failed=failed, top_k=k,
+        num_failed=num_failed,
         confusion=confusion.cpu().tolist(),
     )

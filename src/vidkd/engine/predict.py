@@ -8,7 +8,6 @@ from the student's own description, so a file is scored the way its student was 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,11 @@ import torch
 from torch import nn
 
 from vidkd.config import MAX_CLIPS
+from vidkd.data.check import find_videos as videos_under
 from vidkd.data.dataset import ClipSpec, VideoClipDataset
 from vidkd.data.decode import DecodeError
-from vidkd.data.index import FRAME_EXTENSIONS, VIDEO_EXTENSIONS
+from vidkd.data.index import VIDEO_EXTENSIONS
+from vidkd.data.index.walk import _is_frame_folder
 from vidkd.data.records import VideoRecord
 from vidkd.data.transforms import to_model_input
 from vidkd.errors import VidkdError
@@ -56,12 +57,9 @@ def clip_spec(description: dict[str, Any], source: Path | str = "checkpoint") ->
         ) from None
 
 
-def _is_frame_folder(path: Path) -> bool:
-    return any(p.suffix.lower() in FRAME_EXTENSIONS and p.is_file() for p in path.iterdir())
-
-
 def find_videos(inputs: list[Path]) -> list[Path]:
-    """Expand folders into the video files (and frame folders) under them, sorted.
+    """Expand folders into the video files (and frame folders) under them, sorted, as
+    ``vidkd check`` finds them (links followed, hidden names skipped).
 
     A path that does not exist is kept, so that it is reported as unreadable in turn.
     """
@@ -70,22 +68,17 @@ def find_videos(inputs: list[Path]) -> list[Path]:
         if not item.is_dir() or _is_frame_folder(item):
             videos.append(item)
             continue
-        found = []
-        for folder, dirs, files in os.walk(item):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            here = Path(folder)
-            if here != item and any(f.lower().endswith(FRAME_EXTENSIONS) for f in files):
-                found.append(here)  # a frame folder is one video
-                dirs[:] = []
-                continue
-            found += [here / f for f in files
-                      if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith(".")]
+        unlistable: dict[str, str] = {}
+        found = videos_under(item, unlistable)
+        if unlistable:
+            folder, reason = next(iter(sorted(unlistable.items())))
+            raise VidkdError(f"{folder}: {reason}; check its permissions")
         if not found:
             raise VidkdError(
                 f"{item} holds no video files ({', '.join(VIDEO_EXTENSIONS)}) or frame folders; "
                 "pass video files or a folder of them"
             )
-        videos += sorted(found)
+        videos += found
     return videos
 
 

@@ -696,6 +696,10 @@ def _train(
         cfg.train.channels_last, progress=progress and is_main, description="test",
     )
     _note_failures(failed_seen, test.failed)
+    if test.num_failed and is_main:
+        splits.notes.append(f"{test.num_failed} of {len(splits.test)} test videos could not be "
+                            "decoded and are not scored (failed_videos names them)")
+        log.warning(splits.notes[-1])
     summary = summarize(
         cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen.values()),
         augment.config, schedule, method.num_views, dist_info.world_size,

@@ -181,6 +181,18 @@ def _finish(
     return DatasetIndex(records=records, classes=classes, missing=missing)
 
 
+def _first_field(line: str) -> tuple[str, str, str]:
+    """``str.partition`` at the first run of spaces or tabs (lists mix both)."""
+    head, *tail = line.split(None, 1)
+    return head, " ", tail[0] if tail else ""
+
+
+def _last_field(line: str) -> tuple[str, str, str]:
+    """``str.rpartition`` at the last run of spaces or tabs."""
+    *head, last = line.rsplit(None, 1)
+    return head[0] if head else "", " ", last
+
+
 def _ucf_group(name: str) -> str | None:
     """The ``gXX`` group of a UCF101-style name ``v_<Class>_gXX_cYY``, else ``None``."""
     match = _UCF_GROUP.search(name)

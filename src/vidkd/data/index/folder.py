@@ -31,6 +31,7 @@ from vidkd.data.index.walk import (
     _sorted_dirs_first_real,
     _video_suffix,
     entry_kind,
+    is_hidden,
 )
 from vidkd.data.records import DatasetIndex, VideoRecord
 from vidkd.errors import VidkdError
@@ -45,17 +46,18 @@ _INTEGER = re.compile(r"-?\d+")
 
 
 def _class_dir_names(directory: Path) -> list[str]:
-    """Sorted names of the subdirectories of ``directory`` (``*.partial`` excluded)."""
+    """Sorted names of the subdirectories of ``directory`` (``*.partial`` and hidden excluded)."""
     return sorted(
         entry.name for entry in _list_dir(directory)
-        if not _is_partial(entry.name) and _entry_is_dir(entry)
+        if not _is_partial(entry.name) and not is_hidden(entry.name) and _entry_is_dir(entry)
     )
 
 
 def _holds_class_folders(directory: Path) -> bool:
     """Whether ``directory`` holds a subdirectory that is not itself a frame folder."""
     return any(
-        _entry_is_dir(entry) and not _is_partial(entry.name) and not _is_frame_folder(Path(entry.path))
+        _entry_is_dir(entry) and not _is_partial(entry.name) and not is_hidden(entry.name)
+        and not _is_frame_folder(Path(entry.path))
         for entry in _list_dir(directory)
     )
 

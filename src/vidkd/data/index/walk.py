@@ -2,7 +2,7 @@
 
 A directory link back to a directory already walked (a symlink loop, or an alias) and a
 link that cannot be resolved (``ELOOP``) are skipped and named in one warning;
-``*.partial`` names (unfinished ``vidkd prepare`` outputs) are never videos.
+``*.partial`` names (unfinished ``vidkd prepare`` outputs) and hidden names are never videos.
 """
 
 from __future__ import annotations
@@ -51,16 +51,29 @@ def _entry_is_file(entry: os.DirEntry[str]) -> bool:
         return False
 
 
+def is_hidden(name: str) -> bool:
+    """Hidden names (``.git``, macOS ``._x.mp4`` resource forks) and ``__MACOSX`` zip debris:
+    never a class, a video or a frame."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _is_frame_folder(path: Path) -> bool:
-    """Whether ``path`` is a directory holding at least one image frame."""
+    """Whether ``path`` is a directory of image frames: at least one image, no video file and
+    no subdirectory (hidden names aside). A class folder that holds a cover image beside its
+    videos, or beside its frame folders, is not a frame folder."""
+    images = False
     try:
         with os.scandir(path) as entries:
-            return any(
-                entry.name.lower().endswith(FRAME_EXTENSIONS) and _entry_is_file(entry)
-                for entry in entries
-            )
+            for entry in entries:
+                if is_hidden(entry.name) or _is_partial(entry.name):
+                    continue
+                if _entry_is_dir(entry) or _video_suffix(entry.name):
+                    return False
+                images = images or (entry.name.lower().endswith(FRAME_EXTENSIONS)
+                                    and _entry_is_file(entry))
     except OSError:
         return False
+    return images
 
 
 class VisitedDirs:
@@ -107,9 +120,9 @@ def entry_kind(entry: os.DirEntry[str], visited: VisitedDirs) -> str | None:
     """``"dir"`` (a directory now entered), ``"file"``, or ``None`` (skip it).
 
     ``None`` for a directory already entered, a link that cannot be resolved (both are
-    recorded in ``visited``), other non-files and ``*.partial`` names.
+    recorded in ``visited``), other non-files, ``*.partial`` and hidden names (:func:`is_hidden`).
     """
-    if _is_partial(entry.name):
+    if _is_partial(entry.name) or is_hidden(entry.name):
         return None
     if _entry_is_dir(entry):
         return "dir" if visited.enter(entry.path) else None
