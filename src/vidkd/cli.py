@@ -143,9 +143,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.run_dir:
         run_dir = Path(args.run_dir)
         config_path = Path(args.config) if args.config else _run_dir_config(run_dir)
-        checkpoint = Path(args.checkpoint) if args.checkpoint else run_dir / "best_student.safetensors"
-        if not checkpoint.is_file():
-            checkpoint = run_dir / "student.safetensors"
+        if args.checkpoint:  # as given: a typo must not score another file
+            checkpoint = Path(args.checkpoint)
+        else:
+            checkpoint = run_dir / "best_student.safetensors"
+            if not checkpoint.is_file():
+                checkpoint = run_dir / "student.safetensors"
     else:
         if not args.config or not args.checkpoint:
             raise VidkdError("vidkd eval needs a RUN_DIR, or both --config and --checkpoint")

@@ -16,9 +16,20 @@ from vidkd.errors import VidkdError
 
 def read_results(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "results.json"
+    if not run_dir.is_dir():
+        raise VidkdError(f"run directory {run_dir} does not exist: pass a run of `vidkd train`")
     if not path.is_file():
         raise VidkdError(f"{path} not found; the run has not finished (`vidkd train --resume` completes it)")
-    return json.loads(path.read_text())
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        results = error
+    if not isinstance(results, dict):
+        raise VidkdError(
+            f"{path} is damaged (not a JSON object); `vidkd train --resume` on the run scores it "
+            "again and rewrites it"
+        )
+    return results
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:

@@ -486,3 +486,123 @@ def test_which_checkpoint_resume_takes_when_the_pointer_is_gone_or_dangling(tmp_
     killed = tmp_path / "killed"
     (killed / ".epoch_0001.tmp").mkdir(parents=True)  # SIGKILL before the rename
     assert list_checkpoints(killed) == [] and latest_checkpoint(killed) is None
+
+
+# ----------------------------------------------------------------------------- second review
+
+
+def test_resume_on_a_folder_that_is_not_a_run_changes_nothing(tmp_path, synthetic_cache, tiny_config):
+    """--resume stamped the run marker on a user's folder, then pointed at --overwrite, which
+    deleted it."""
+    (tmp_path / "thesis" / "sub").mkdir(parents=True)
+    (tmp_path / "thesis" / "thesis.tex").write_text("precious")
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, name="thesis"))
+    with pytest.raises(VidkdError, match="--resume: .* not a vidkd run; nothing was changed"):
+        train(cfg, resume=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "thesis").iterdir()) == [".lock", "sub", "thesis.tex"]
+    with pytest.raises(VidkdError, match="does not hold a vidkd run"):
+        train(cfg, overwrite=True, progress=False)
+    assert (tmp_path / "thesis" / "thesis.tex").read_text() == "precious"
+
+
+def test_another_projects_config_and_checkpoints_are_not_a_run(tmp_path, synthetic_cache, tiny_config):
+    project = tmp_path / "myproj"
+    (project / "checkpoints").mkdir(parents=True)
+    (project / "config.yaml").write_text("lr: 3\n")
+    (project / "checkpoints" / "model.ckpt").write_text("weights")
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, name="myproj"))
+    with pytest.raises(VidkdError, match="does not hold a vidkd run"):
+        train(cfg, overwrite=True, progress=False)
+    assert (project / "checkpoints" / "model.ckpt").read_text() == "weights"
+
+
+def test_no_run_inside_another_and_overwrite_spares_a_nested_run(tmp_path, synthetic_cache, tiny_config):
+    outer = config_from_dict(tiny_config(synthetic_cache, tmp_path, name="ref", train={"epochs": 1}))
+    train(outer, progress=False)
+    inner = config_from_dict(tiny_config(synthetic_cache, tmp_path, name="ref/child"))
+    with pytest.raises(VidkdError, match="would sit inside the vidkd run"):
+        train(inner, progress=False)
+    assert not (tmp_path / "ref" / "child").exists()
+    # a run that got there anyway (moved in by hand) is never deleted with the outer one
+    (tmp_path / "ref" / "child").mkdir()
+    (tmp_path / "ref" / "child" / ".vidkd-run").touch()
+    with pytest.raises(VidkdError, match="holds another vidkd run"):
+        train(outer, overwrite=True, progress=False)
+    assert (tmp_path / "ref" / "student.safetensors").is_file()
+
+
+def test_an_overwrite_killed_half_way_still_reads_as_a_run(tmp_path, synthetic_cache, tiny_config, monkeypatch):
+    """Killed after config.yaml went (by name, it went before student.safetensors), the folder
+    was no run to any command: --overwrite, a new start and --resume all refused it."""
+    import vidkd.engine.rundir as rundir
+
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(cfg, progress=False)
+    real_unlink = Path.unlink
+
+    class Killed(Exception):
+        pass
+
+    def unlink(self, *args, **kwargs):
+        if self == tmp_path / "tiny" / "student.safetensors":
+            raise Killed
+        real_unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(Killed):
+        train(cfg, overwrite=True, progress=False)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert rundir.is_vidkd_run(tmp_path / "tiny")  # marker and config go last
+    train(cfg, overwrite=True, progress=False)  # so --overwrite can finish the job
+
+
+def test_resume_with_fewer_epochs_than_trained_is_refused(tmp_path, synthetic_cache, tiny_config):
+    train(config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 2})), progress=False)
+    shipped = weights(tmp_path / "tiny")
+    fewer = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    with pytest.raises(VidkdError, match=r"train.epochs=1 is below the 2 epochs this run has begun"):
+        train(fewer, resume=True, progress=False)
+    assert_same_weights(weights(tmp_path / "tiny"), shipped)
+    assert json.loads((tmp_path / "tiny" / "results.json").read_text())["epochs"] == 2
+
+
+def test_training_on_moves_the_finished_results_aside(tmp_path, synthetic_cache, tiny_config, monkeypatch):
+    train(config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1})), progress=False)
+    more = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 2}))
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed)
+    with pytest.raises(Killed):  # killed in epoch 2: the run is not finished
+        train(more, resume=True, progress=False)
+    run = tmp_path / "tiny"
+    assert not (run / "results.json").exists()
+    assert json.loads((run / "results.previous.json").read_text())["epochs"] == 1
+
+
+def test_a_damaged_history_line_does_not_cost_the_results(tmp_path, synthetic_cache, tiny_config):
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(cfg, progress=False)
+    with open(tmp_path / "tiny" / "history.jsonl", "a") as history:
+        history.write("garbage\n[1, 2]\n")
+    summary = train(cfg, resume=True, progress=False)
+    assert [event["event"] for event in summary["history"]] == ["start", "resume"]
+
+
+def test_damaged_results_and_a_mistyped_checkpoint_are_one_line(tmp_path, synthetic_cache, tiny_config):
+    from vidkd.cli import main
+    from vidkd.report import read_results
+
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(cfg, progress=False)
+    run = tmp_path / "tiny"
+    assert main(["eval", str(run), "--checkpoint", str(run / "best_studnet.safetensors"), "-q"]) == 2
+    (run / "results.json").write_text('{"name": ')
+    with pytest.raises(VidkdError, match="results.json is damaged"):
+        read_results(run)
+    with pytest.raises(VidkdError, match="does not exist"):
+        read_results(tmp_path / "nonexistent")

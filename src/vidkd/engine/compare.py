@@ -278,7 +278,7 @@ def run_plan(plan: Plan, train_fn: TrainFn | None = None, progress: bool = True)
         from vidkd.engine.train import train as train_fn
     for run in plan.runs:
         if run.finished:
-            results = json.loads((run.run_dir / "results.json").read_text())
+            results = read_results(run.run_dir)
             changed = _settings_changed(results.get("config", {}), config_to_dict(run.cfg))
             if changed:
                 raise VidkdError(

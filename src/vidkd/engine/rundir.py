@@ -22,6 +22,8 @@ import time
 from pathlib import Path, PurePath
 from typing import Any
 
+import yaml
+
 from vidkd.errors import VidkdError
 
 log = logging.getLogger("vidkd")
@@ -52,16 +54,54 @@ def resolve_run_dir(out_dir: str | Path, name: str) -> Path:
         raise VidkdError(
             f"run directory {run_dir} leads outside {base} (through a symbolic link); {fix}"
         )
+    outer = enclosing_run(run_dir, base)
+    if outer is not None:
+        raise VidkdError(
+            f"run directory {run_dir} would sit inside the vidkd run {outer}, whose --overwrite "
+            f"would delete it; {fix}"
+        )
     return run_dir
 
 
+def _is_vidkd_config(path: Path) -> bool:
+    """Whether ``path`` is a config that ``vidkd train`` dumped (its five sections)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle.read(1 << 20))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(values, dict) and {"name", "data", "model", "method", "train"} <= set(values)
+
+
 def is_vidkd_run(path: Path) -> bool:
-    """Whether ``path`` holds a run written by ``vidkd train`` (new or older layout)."""
+    """Whether ``path`` holds a run written by ``vidkd train``: its marker, or (the older
+    layout) a vidkd ``config.yaml`` beside ``checkpoints/``, ``metrics.jsonl`` or
+    ``results.json``; another project's ``config.yaml`` and ``checkpoints/`` is not one."""
     if (path / MARKER).is_file():
         return True
-    return (path / "config.yaml").is_file() and any(
+    return _is_vidkd_config(path / "config.yaml") and any(
         (path / item).exists() for item in ("checkpoints", "metrics.jsonl", "results.json")
     )
+
+
+def enclosing_run(run_dir: Path, out_dir: Path) -> Path | None:
+    """The vidkd run that ``run_dir`` would sit inside (``out_dir`` or a folder between), if any."""
+    base = out_dir.resolve()
+    for parent in run_dir.resolve().parents:
+        if is_vidkd_run(parent):
+            return parent
+        if parent == base:
+            return None
+    return None
+
+
+def _nested_run(run_dir: Path) -> Path | None:
+    """A vidkd run below ``run_dir`` (links not followed), if any."""
+    for directory, subdirs, files in os.walk(run_dir):
+        if Path(directory) != run_dir and MARKER in files:
+            return Path(directory)
+        subdirs[:] = [name for name in subdirs if not os.path.islink(os.path.join(directory, name))]
+    return None
 
 
 def holds_files(path: Path) -> bool:
@@ -93,8 +133,16 @@ def clear_run(run_dir: Path) -> list[str]:
             "config.yaml with checkpoints/); nothing was deleted. Choose another name with "
             "--set name=NEW"
         )
+    nested = _nested_run(run_dir)
+    if nested is not None:
+        raise VidkdError(
+            f"--overwrite: {run_dir} holds another vidkd run, {nested}; nothing was deleted. "
+            "Move that run out first, or choose another name with --set name=NEW"
+        )
     removed = []
-    for entry in sorted(run_dir.iterdir()):
+    # the marker and the config go last: a clear that is killed half-way still reads as a run
+    last = {MARKER: 2, "config.yaml": 1}
+    for entry in sorted(run_dir.iterdir(), key=lambda e: (last.get(e.name, 0), e.name)):
         if entry.name == LOCK:
             continue
         if entry.is_dir() and not entry.is_symlink():

@@ -348,6 +348,26 @@ def _stored_config(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | Non
         return None
 
 
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    """The events of ``history.jsonl``; a line that is not a JSON object is skipped, with a
+    warning (a damaged line must not cost the run its results)."""
+    events, damaged = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict):
+            events.append(event)
+        else:
+            damaged += 1
+    if damaged:
+        log.warning("%s: skipped %d line(s) that are not JSON events", path, damaged)
+    return events
+
+
 def _history(run_dir: Path, event: dict[str, Any]) -> None:
     """Append one event (start, overwrite, resume with its config changes) to history.jsonl."""
     event = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "pid": os.getpid(), **event}
@@ -411,6 +431,11 @@ def _train(
             removed = clear_run(run_dir)
             if removed:
                 log.info("--overwrite: deleted the earlier run in %s (%s)", run_dir, ", ".join(removed))
+        elif resume and holds_files(run_dir) and not is_vidkd_run(run_dir):
+            raise VidkdError(
+                f"--resume: {run_dir} holds files that are not a vidkd run; nothing was changed. "
+                "Check the name and train.out_dir, or choose another name with --set name=NEW"
+            )
         elif not resume and holds_files(run_dir) and not never_trained(run_dir):
             if not is_vidkd_run(run_dir):
                 raise VidkdError(
@@ -524,9 +549,22 @@ def _train(
         set_rng_state(state["rng"])
         augment_rng.set_state(state["augment_rng"])
         start_epoch, best_val, best_epoch = state["epoch"] + 1, state["best_val"], state["best_epoch"]
+        trained = start_epoch + bool(state.get("in_epoch"))  # epochs begun
+        if trained > cfg.train.epochs:
+            raise VidkdError(
+                f"--resume: train.epochs={cfg.train.epochs} is below the {trained} epochs this "
+                f"run has begun ({checkpoint.name}); pass train.epochs>={trained}, or start a new "
+                "run with --set name=NEW"
+            )
         failed_seen = {failure.split(": ", 1)[0]: failure for failure in state.get("failed", [])}
         method.load_training_state(state.get("method", {"refreshes": state.get("refreshes", 0)}))
         in_epoch = state.get("in_epoch")
+        results = run_dir / "results.json"
+        if is_main and start_epoch < cfg.train.epochs and results.is_file():
+            # a finished run trained on: its results no longer describe the run until it ends
+            os.replace(results, run_dir / "results.previous.json")
+            log.info("moved the earlier results.json aside (results.previous.json): this run "
+                     "trains on to epoch %d", cfg.train.epochs)
         log.info("resumed from %s (epoch %d%s)", checkpoint, start_epoch + (in_epoch is None),
                  f", step {in_epoch['batches']} of epoch {start_epoch + 1}" if in_epoch else "")
     if is_main:
@@ -706,7 +744,7 @@ def _train(
     )
     if is_main:
         history = run_dir / "history.jsonl"
-        summary["history"] = [json.loads(line) for line in history.read_text().splitlines() if line]
+        summary["history"] = _read_history(history)
         atomic_write_text(run_dir / "results.json", json.dumps(summary, indent=2))
         metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
     metrics.close()
@@ -788,6 +826,12 @@ def evaluate_student(
         student = student.to(memory_format=torch.channels_last_3d)
     d = cfg.data
     spec = ClipSpec(d.clip_len, d.frame_stride, d.short_side, d.crop_size)
+    differs = [f"data.{key}={getattr(d, key)} (trained on {description[key]})"
+               for key in ("clip_len", "frame_stride", "short_side", "crop_size")
+               if key in description and int(description[key]) != getattr(d, key)]
+    if differs:
+        log.warning("%s was trained on other clips than this config reads: %s; the score is "
+                    "for these clips, not the training protocol", checkpoint, ", ".join(differs))
     test_set = VideoClipDataset(splits.test, spec, "test", num_clips=cfg.eval.test_clips or d.test_clips)
     loader = DataLoader(
         test_set, cfg.eval.batch_size, shuffle=False, num_workers=d.num_workers, collate_fn=collate,
