@@ -182,7 +182,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     command = "vidkd " + " ".join(shlex.quote(a) for a in args.argv)
     if not configs:
-        if args.seeds or args.teacher:
+        if args.seeds is not None or args.teacher:
             raise VidkdError("--seeds and --teacher go with config files; run directories are already trained")
         out = writable_dir(args.out, "--out") if args.out else None
         print(compare_runs(items))
@@ -193,7 +193,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not args.out:
         raise VidkdError("vidkd compare CONFIG ... trains runs and needs --out DIR for them and the report")
     out = writable_dir(args.out, "--out")
-    seeds = compare.parse_seeds(args.seeds or "0")
+    seeds = compare.parse_seeds("0" if args.seeds is None else args.seeds)  # "" is no seed
     plan = compare.plan_compare(configs, seeds, out, args.overrides,
                                 Path(args.teacher) if args.teacher else None)
     compare.run_plan(plan, progress=not args.quiet)

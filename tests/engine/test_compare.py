@@ -67,6 +67,16 @@ def test_parse_seeds():
     for bad in ("0-100", "0-10000000000000"):
         with pytest.raises(VidkdError, match="at most 100 seeds"):
             compare.parse_seeds(bad)
+    with pytest.raises(VidkdError, match="the range 3-1 runs backwards; write 1-3"):
+        compare.parse_seeds("3-1")
+
+
+def test_empty_seeds_option_is_refused_not_read_as_seed_zero(tmp_path, capsys):
+    from vidkd.cli import main
+
+    assert main(["compare", "configs/demo/baseline.yaml", "--seeds", "", "--out", str(tmp_path)]) == 2
+    assert "--seeds '': give at least one seed" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(

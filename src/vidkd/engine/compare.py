@@ -87,6 +87,9 @@ def parse_seeds(text: str) -> list[int]:
             low, high = int(first), int(last or first)
             if not 0 <= low <= MAX_SEED or not 0 <= high <= MAX_SEED:
                 raise VidkdError(f"--seeds {show(text)}: each seed must be between 0 and {MAX_SEED}")
+            if high < low:
+                raise VidkdError(f"--seeds {show(text)}: the range {part} runs backwards; write "
+                                 f"{high}-{low}")
             if len(seeds) + high - low + 1 > MAX_SEEDS:  # checked before the range is built
                 raise VidkdError(f"--seeds {show(text)}: at most {MAX_SEEDS} seeds, e.g. --seeds 0-4")
             seeds += range(low, high + 1)
