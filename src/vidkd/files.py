@@ -67,6 +67,24 @@ def read_lines(path: str | Path, what: str = "file", fix: str = "") -> list[str]
     return [line.strip() for line in text.split("\n") if line.strip()]
 
 
+def read_json_lines(path: str | Path) -> tuple[list[dict], int]:
+    """The JSON objects of a ``.jsonl`` file, and how many non-empty lines were not one (a
+    line cut short by a kill, or damaged by hand)."""
+    records, damaged = [], 0
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            damaged += 1
+    return records, damaged
+
+
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
 _ESCAPED = re.compile(r"\\(x[0-9a-fA-F]{2}|[\\tnr])")

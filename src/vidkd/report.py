@@ -22,8 +22,8 @@ def read_results(run_dir: Path) -> dict[str, Any]:
         raise VidkdError(f"{path} not found; the run has not finished (`vidkd train --resume` completes it)")
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        results = error
+    except (OSError, UnicodeDecodeError, ValueError):
+        results = None
     if not isinstance(results, dict):
         raise VidkdError(
             f"{path} is damaged (not a JSON object); `vidkd train --resume` on the run scores it "

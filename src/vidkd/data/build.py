@@ -198,7 +198,7 @@ def _split_warnings(
     if twice:
         warnings.append(f"{len(twice)} training videos are listed more than once and trained on as "
                         f"often ({_shown(sorted(twice))}); check data.annotations")
-    shared = sorted({str(_real_path(r.path)) for r in test if _real_path(r.path) in train_paths})
+    shared = sorted({str(path) for path in map(_real_path, (r.path for r in test)) if path in train_paths})
     if shared:
         warnings.append(f"{len(shared)} of {len(test)} test videos are training videos too "
                         f"({_shown(shared)}): the test score is optimistic; check "

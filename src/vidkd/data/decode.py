@@ -20,6 +20,8 @@ from typing import Protocol
 import av
 import numpy as np
 
+from vidkd.data.index.walk import is_hidden
+
 # tried in order, case-insensitively: a TSN-style folder also holds flow_x_*.jpg, not frames
 FRAME_PATTERNS = ("img_*.jpg", "image_*.jpg", "*.jpg", "*.jpeg", "*.png")
 _DIGITS = re.compile(r"(\d+)")
@@ -102,11 +104,10 @@ class VideoReader:
         self._start = float(self._stream.start_time or 0) * self._time_base
         num_frames = int(self._stream.frames or 0)
         if num_frames <= 0:
-            tagged = _duration_tag(self._stream.metadata)
             if self._stream.duration:
                 seconds = float(self._stream.duration) * self._time_base
-            elif tagged is not None:  # Matroska/WebM: the container's length counts the audio too
-                seconds = tagged
+            elif (tagged := _duration_tag(self._stream.metadata)) is not None:
+                seconds = tagged  # Matroska/WebM: the container's length counts the audio too
             elif self._container.duration:
                 seconds = self._container.duration / av.time_base
             else:
@@ -200,7 +201,7 @@ def list_frame_files(directory: Path) -> list[Path]:
     try:
         with os.scandir(directory) as entries:
             names = [entry.name for entry in entries
-                     if not entry.name.startswith(".") and entry.is_file()]
+                     if not is_hidden(entry.name) and entry.is_file()]
     except OSError:
         return []
     for pattern in FRAME_PATTERNS:

@@ -190,22 +190,15 @@ def _verify_video(path: Path, short_side: int, expected_frames: int | None) -> t
     return result.frames, ""
 
 
-def _has_tag(path: Path, settings: EncodeSettings) -> bool:
-    """Whether ``path`` was written by this module with ``settings``."""
+def _stored_tag(path: Path) -> str:
+    """The settings tag in ``path``'s metadata (:meth:`EncodeSettings.tag`); "" for a file this
+    module did not write, or cannot read (not finished, or damaged)."""
     try:
         with av.open(str(path)) as container:
-            return container.metadata.get("comment", "") == settings.tag()
-    except Exception:  # unreadable: not finished
-        return False
-
-
-def _written_by_prepare(path: Path) -> bool:
-    """Whether ``path`` is a video this module wrote (with any settings): it may be replaced."""
-    try:
-        with av.open(str(path)) as container:
-            return container.metadata.get("comment", "").startswith(TAG)
-    except Exception:  # unreadable: not ours to judge, so not ours to replace
-        return False
+            tag = container.metadata.get("comment", "")
+    except Exception:
+        return ""
+    return tag if tag.startswith(TAG) else ""
 
 
 def _not_ours(output: Path) -> str:
@@ -267,13 +260,14 @@ def prepare_video(job: tuple[str, str, EncodeSettings]) -> PrepareResult:
     """Transcode one video file (or skip it when its output is finished); never raises."""
     source_name, output_name, settings = job
     source, output = Path(source_name), Path(output_name)
-    if (output.is_file() and output.stat().st_mtime >= source.stat().st_mtime
-            and _has_tag(output, settings)):
-        frames, problem = _verify_video(output, settings.short_side, None)
-        if not problem:
-            return PrepareResult(source_name, output_name, "skipped", frames)
-    if (output.exists() or output.is_symlink()) and not _written_by_prepare(output):
-        return PrepareResult(source_name, output_name, "failed", problem=_not_ours(output))
+    if output.exists() or output.is_symlink():
+        tag = _stored_tag(output)
+        if not tag:  # another file there: never replaced
+            return PrepareResult(source_name, output_name, "failed", problem=_not_ours(output))
+        if tag == settings.tag() and output.stat().st_mtime >= source.stat().st_mtime:
+            frames, problem = _verify_video(output, settings.short_side, None)
+            if not problem:
+                return PrepareResult(source_name, output_name, "skipped", frames)
     partial = _partial_name(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -392,15 +386,14 @@ def _copy_annotations(src: Path, dst: Path) -> int:
                 stat = source.stat()
             except OSError:  # a link that cannot be followed
                 continue
-            if target.is_file() or target.is_symlink() or target.exists():
-                try:
-                    current = target.stat()
-                except OSError:  # a dangling link: never written through
+            if target.exists() or target.is_symlink():
+                if not target.is_file():  # a folder, or a link that leads nowhere
                     kept.append(str(target))
                     continue
+                current = target.stat()
                 if current.st_size == stat.st_size and current.st_mtime_ns == stat.st_mtime_ns:
                     continue
-                if current.st_mtime_ns > stat.st_mtime_ns or not target.is_file():
+                if current.st_mtime_ns > stat.st_mtime_ns:  # edited by hand since the copy
                     kept.append(str(target))
                     continue
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ that the row's leading comment names ("train configs/demo/teacher.yaml first").
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -30,7 +29,7 @@ from vidkd.engine.rundir import (
     resolve_run_dir,
 )
 from vidkd.errors import VidkdError
-from vidkd.files import atomic_write_text
+from vidkd.files import atomic_write_text, read_json_lines
 from vidkd.methods import METHODS
 from vidkd.report import RowResults, markdown_report, read_results, results_csv
 
@@ -217,12 +216,8 @@ def epoch_records(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     epochs: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a kill
-        if isinstance(record, dict) and record.get("kind") == "epoch":
+    for record in read_json_lines(path)[0]:  # a line cut short by a kill is left out
+        if record.get("kind") == "epoch":
             epochs[int(record["epoch"])] = record
     return [epochs[e] for e in sorted(epochs)]
 

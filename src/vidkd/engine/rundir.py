@@ -65,6 +65,8 @@ def resolve_run_dir(out_dir: str | Path, name: str) -> Path:
 
 def _is_vidkd_config(path: Path) -> bool:
     """Whether ``path`` is a config that ``vidkd train`` dumped (its five sections)."""
+    if not path.is_file():  # a FIFO would block the open
+        return False
     try:
         with open(path, encoding="utf-8") as handle:
             values = yaml.safe_load(handle.read(1 << 20))

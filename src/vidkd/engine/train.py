@@ -70,7 +70,7 @@ from vidkd.engine.rundir import (
 )
 from vidkd.engine.schedule import LRSchedule
 from vidkd.errors import VidkdError
-from vidkd.files import atomic_write_text, writable_dir
+from vidkd.files import atomic_write_text, read_json_lines, writable_dir
 from vidkd.methods import METHODS, Method
 from vidkd.models.resnet3d import ResNet3D, resnet3d
 
@@ -351,18 +351,7 @@ def _stored_config(run_dir: Path, state: dict[str, Any]) -> dict[str, Any] | Non
 def _read_history(path: Path) -> list[dict[str, Any]]:
     """The events of ``history.jsonl``; a line that is not a JSON object is skipped, with a
     warning (a damaged line must not cost the run its results)."""
-    events, damaged = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            event = None
-        if isinstance(event, dict):
-            events.append(event)
-        else:
-            damaged += 1
+    events, damaged = read_json_lines(path)
     if damaged:
         log.warning("%s: skipped %d line(s) that are not JSON events", path, damaged)
     return events

@@ -181,16 +181,16 @@ def _finish(
     return DatasetIndex(records=records, classes=classes, missing=missing)
 
 
-def _first_field(line: str) -> tuple[str, str, str]:
-    """``str.partition`` at the first run of spaces or tabs (lists mix both)."""
-    head, *tail = line.split(None, 1)
-    return head, " ", tail[0] if tail else ""
+def _first_field(line: str) -> tuple[str, str]:
+    """``line`` cut at its first run of spaces or tabs (lists mix both): (head, rest or "")."""
+    head, *rest = line.split(None, 1)
+    return head, rest[0] if rest else ""
 
 
-def _last_field(line: str) -> tuple[str, str, str]:
-    """``str.rpartition`` at the last run of spaces or tabs."""
-    *head, last = line.rsplit(None, 1)
-    return head[0] if head else "", " ", last
+def _last_field(line: str) -> tuple[str, str]:
+    """``line`` cut at its last run of spaces or tabs: (rest or "", last field)."""
+    *rest, last = line.rsplit(None, 1)
+    return rest[0] if rest else "", last
 
 
 def _ucf_group(name: str) -> str | None:

@@ -73,7 +73,7 @@ def _hmdb51_official(
     for label, name in enumerate(classes):
         split_file = split_files[0].parent / f"{name}{suffix}"
         for line in _read_lines(split_file, "download testTrainMulti_7030_splits.rar"):
-            video, _, usage = _last_field(line)
+            video, usage = _last_field(line)
             if usage.strip() not in ("0", "1", "2") or not video.strip():
                 raise VidkdError(f"{split_file}: expected '<video> <0|1|2>', got {line!r}")
             if usage.strip() != wanted:

@@ -35,7 +35,7 @@ def ucf101_index(video_root: Path, split_dir: Path, split: int, subset: str) -> 
     class_file = split_dir / "classInd.txt"
     classes: list[str] = []
     for line in _read_lines(class_file, fix):
-        number, _, name = _first_field(line)
+        number, name = _first_field(line)
         if _parse_int(number, class_file, line) != len(classes) + 1 or not name.strip():
             raise VidkdError(f"{class_file}: expected '<n> <Class>' numbered from 1, got {line!r}")
         classes.append(name.strip())
@@ -46,7 +46,7 @@ def ucf101_index(video_root: Path, split_dir: Path, split: int, subset: str) -> 
     records: list[VideoRecord] = []
     missing: list[str] = []
     for line in _read_lines(list_file, fix):
-        relative, _, label_text = _first_field(line)
+        relative, label_text = _first_field(line)
         folder = relative.replace("\\", "/").split("/")[0]
         folder_label = lookup.get(folder.lower())
         if label_text.strip():
