@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from vidkd.data.augment import AugmentConfig, ClipAugment
+from vidkd.data.augment import AugmentConfig, ClipAugment, compiled_on
 from vidkd.engine import hardware
 from vidkd.engine.evaluate import autocast
 from vidkd.methods import (
@@ -75,7 +75,7 @@ def main() -> None:
         "generative_kd_teacher": GenerativeKDTeacher(student()),
         "generative_kd": GenerativeKD(student(), phase_one_teacher),
     }
-    augment = ClipAugment(AugmentConfig())
+    augment = ClipAugment(AugmentConfig(), compiled=compiled_on(device, False))  # as training
     runs = {}
     for name, method in methods.items():
         method = method.to(device, memory_format=torch.channels_last_3d).train()

@@ -254,3 +254,38 @@ def test_loader_over_the_cache_budget_is_skipped_with_the_reason(tmp_path, tiny_
     sampled = min(loader["train_videos"], 10 * values["train"]["batch_size"])
     assert f"the {sampled} training videos it samples already overflow the cache" in loader["note"]
     assert loader["train_videos"] > 0  # the schedule can still be projected
+
+
+def test_gpu_fp32_peak_is_timed_in_the_convolutions_math_mode(monkeypatch):
+    """cuDNN runs fp32 convolutions as TF32 by default, while fp32 matmuls default to strict
+    fp32: timed that way, an H200's ResNet-18 step read 121% of "peak". The peak's matmul
+    must use the convolutions' mode, and leave the global switch as it found it."""
+    seen: list[bool] = []
+
+    def fake_peak(device, dtype, seconds):
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return 1.0
+
+    monkeypatch.setattr(bench, "_matmul_peak", fake_peak)
+    before = torch.backends.cuda.matmul.allow_tf32  # a module property: no monkeypatch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        _check_peak_math(monkeypatch, seen)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _check_peak_math(monkeypatch, seen: list[bool]) -> None:
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    for cudnn_tf32 in (True, False):
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", cudnn_tf32)
+        bench.matmul_peak(gpu, torch.float32)
+        assert seen.pop() is cudnn_tf32
+        assert bench.fp32_math(gpu) == ("tf32" if cudnn_tf32 else "fp32")
+        assert torch.backends.cuda.matmul.allow_tf32 is False  # restored
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    bench.matmul_peak(gpu, torch.bfloat16)
+    bench.matmul_peak(cpu, torch.float32)
+    assert seen == [False, False] and bench.fp32_math(cpu) == "fp32"
+    report = {"fp32_math": "tf32", "peak_gflops": {"fp32": 1.0}}
+    assert "TF32" in bench._math_label(report, "fp32") and bench._math_label(report, "bf16") == "bf16"

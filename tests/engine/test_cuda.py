@@ -18,8 +18,9 @@ from vidkd.engine.train import evaluate_student, train
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_augment_on_gpu_matches_cpu():
-    augment = ClipAugment(AugmentConfig())  # every operator but the (off by default) noise
+@pytest.mark.parametrize("compiled", [False, True])  # training compiles it on a GPU
+def test_augment_on_gpu_matches_cpu(compiled):
+    augment = ClipAugment(AugmentConfig(), compiled=compiled)  # all but the (off) noise
     generator = torch.Generator().manual_seed(0)
     clips = torch.rand(16, 3, 4, 24, 24, generator=generator) * 2 - 1
     params = augment.sample_params(16, generator=generator)

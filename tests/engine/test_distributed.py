@@ -94,3 +94,29 @@ def test_broadcast_module_gives_every_rank_rank_zeros_weights(tmp_path):
         assert torch.equal(state["weight"], torch.ones(3))  # rank 0 filled 1.0, rank 1 2.0
         assert torch.equal(state["running_mean"], torch.full((3,), 10.0))
         assert int(state["num_batches_tracked"]) == 7
+
+
+def test_nccl_group_is_bound_to_this_process_gpu(monkeypatch):
+    """Under torchrun on GPUs, NCCL is told which GPU the rank owns (``device_id``); without
+    it, NCCL guesses from the global rank and warns that this can hang (seen on an H200)."""
+    import torch
+    import torch.distributed as dist
+
+    from vidkd.engine import distributed
+
+    calls: list[tuple[tuple, dict]] = []
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    gpu = torch.device("cuda", 1)
+    info = distributed.init_distributed(gpu)
+    assert info.rank == 5 and info.local_rank == 1
+    assert chosen == [gpu]
+    assert calls == [(("nccl",), {"device_id": gpu})]
+    calls.clear()
+    distributed.init_distributed(torch.device("cpu"))
+    assert calls == [(("gloo",), {})]  # gloo takes no device

@@ -112,6 +112,15 @@ class AugmentConfig:
         return label if self.p == 0.5 else f"{label} (p={self.p})"
 
 
+def compiled_on(device: torch.device, train_compile: bool) -> bool:
+    """Whether the fused per-pixel pass runs through ``torch.compile``: under
+    ``train.compile``, and always on a GPU. There the eager pass is some 40 elementwise
+    kernels that each stream the whole batch through memory: on an H200 it made
+    ``baseline_da`` 1.13x ``baseline`` (``benchmarks/gpu_check.sh``, 2026-11-30).
+    ``TORCHDYNAMO_DISABLE=1`` (PyTorch's own switch) keeps it eager."""
+    return train_compile or device.type == "cuda"
+
+
 def flip_only() -> AugmentConfig:
     """The crop + flip baseline (SPEC method ``baseline``): only horizontal flip is on."""
     return AugmentConfig(

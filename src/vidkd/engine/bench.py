@@ -21,10 +21,12 @@ With the config's model, clip size and batch, on the config's device:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from vidkd.config import ExperimentConfig
-from vidkd.data.augment import ClipAugment
+from vidkd.data.augment import ClipAugment, compiled_on
 from vidkd.data.cache import MemoryCache
 from vidkd.data.dataset import ClipSpec, VideoClipDataset
 from vidkd.data.decode import open_clip_reader
@@ -58,8 +60,36 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) 
     """GFLOP/s of the best of repeated large square matmuls (2 n^3 FLOPs each).
 
     On a CPU, the faster of ``torch.mm`` (MKL BLAS for fp32, slow on some AMD CPUs) and
-    oneDNN's matmul (the library the 3D convolutions run on).
+    oneDNN's matmul (the library the 3D convolutions run on). On a GPU, fp32 is timed in
+    the convolutions' math mode (:func:`fp32_math`): TF32 by cuDNN's default.
     """
+    with _matmul_math(device, dtype):
+        return _matmul_peak(device, dtype, seconds)
+
+
+def fp32_math(device: torch.device) -> str:
+    """How this device's fp32 convolutions multiply: ``tf32`` on a GPU where cuDNN may use
+    TF32 tensor cores (``torch.backends.cudnn.allow_tf32``, on by default), else ``fp32``."""
+    return "tf32" if device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32"
+
+
+@contextlib.contextmanager
+def _matmul_math(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """fp32 matmuls in the convolutions' math mode for the duration, so that a step's
+    "fraction of peak" compares like with like (a TF32 step against a strict fp32 peak
+    read 121% on an H200)."""
+    if device.type != "cuda" or dtype != torch.float32:
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = fp32_math(device) == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float) -> float:
     n = 4096 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
@@ -155,7 +185,7 @@ def _runners(cfg: ExperimentConfig, device: torch.device, num_classes: int,
         shape = (t.batch_size * views, d.clip_len, d.crop_size, d.crop_size, 3)
         clips = torch.randint(0, 256, shape, dtype=torch.uint8)
         labels = torch.randint(0, num_classes, (t.batch_size,), device=device)
-        augment = ClipAugment(augment_config(cfg, method), compiled=t.compile)
+        augment = ClipAugment(augment_config(cfg, method), compiled=compiled_on(device, t.compile))
         generator = torch.Generator(device=device).manual_seed(t.seed)
         step_module = hardware.compile_module(method, device) if t.compile else method
         runners.append(_Runner(name, method, step_module, optimizer, augment, clips, labels,
@@ -319,7 +349,7 @@ def run_bench(
         "model": describe_model(m),
         "clip": [d.clip_len, d.crop_size, d.crop_size], "batch_videos": t.batch_size,
         "steps": steps, "warmup": warmup, "compile": t.compile, "host_memory_reused": memory_reused,
-        "precisions": list(precisions),
+        "precisions": list(precisions), "fp32_math": fp32_math(device),
         "peak_gflops": peak, "methods": report_methods, "skipped_methods": skipped,
         "loader": loader, "projection": projection, "torch": torch.__version__, "notes": notes,
     }
@@ -351,6 +381,13 @@ def _workers(count: int) -> str:
     return f"{count} worker keeps" if count == 1 else f"{count} workers keep"
 
 
+def _math_label(report: dict[str, Any], precision: str) -> str:
+    """``fp32 (as TF32)`` where the fp32 step and its peak run on TF32 tensor cores."""
+    if precision == "fp32" and report.get("fp32_math") == "tf32":
+        return "fp32 (as TF32, cuDNN's default)"
+    return precision
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The table ``vidkd bench`` prints."""
     precisions = report["precisions"]
@@ -361,7 +398,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['device']}, {report['threads']} threads"
         + (", compiled" if report["compile"] else "")
         + (", freed host memory reused" if report.get("host_memory_reused") else ""),
-        "matmul peak: " + ", ".join(f"{p} {report['peak_gflops'][p]:.1f} GFLOP/s" for p in precisions)
+        "matmul peak: " + ", ".join(f"{_math_label(report, p)} {report['peak_gflops'][p]:.1f} GFLOP/s"
+                                    for p in precisions)
         + f"; {report['native_bf16_note']}",
     ]
     header = f"{'method':20s} {'GFLOP/step':>10s}"

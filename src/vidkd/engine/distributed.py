@@ -67,10 +67,13 @@ def init_distributed(device: torch.device) -> DistInfo:
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
     )
     if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend)
+            # bound to this process's GPU: NCCL otherwise guesses it from the rank, which
+            # can hang where ranks and GPUs are not numbered alike
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return info
 
 

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Samp
 from tqdm import tqdm
 
 from vidkd.config import AugmentSection, ExperimentConfig, ModelConfig, config_to_dict, dump_config
-from vidkd.data.augment import OPERATORS, AugmentConfig, ClipAugment, flip_only
+from vidkd.data.augment import OPERATORS, AugmentConfig, ClipAugment, compiled_on, flip_only
 from vidkd.data.build import DataSplits, build_splits
 from vidkd.data.cache import MemoryCache
 from vidkd.data.dataset import ClipSpec, VideoClipDataset, collate
@@ -503,7 +503,8 @@ def _train(
             f"train.batch_size={cfg.train.batch_size}), so no step would be taken; lower "
             "train.accumulate_steps or train.batch_size"
         )
-    augment = ClipAugment(augment_config(cfg, method), compiled=cfg.train.compile)
+    augment = ClipAugment(augment_config(cfg, method),
+                          compiled=compiled_on(device, cfg.train.compile))
     augment_rng = torch.Generator(device=device).manual_seed(cfg.train.seed * 7919 + dist_info.rank)
 
     trainable = [p for p in method.parameters() if p.requires_grad]
