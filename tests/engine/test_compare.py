@@ -228,6 +228,10 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
     assert calls == []
     assert main([*argv, "--set", "train.epochs=3"]) == 2  # a finished run is not reused for another budget
     assert "train.epochs: 2 -> 3" in capsys.readouterr().err and calls == []
+    # nor for another test protocol: its table would mix clip counts
+    assert main([*argv, "--set", "eval.test_clips=3"]) == 2
+    assert "test clips: 2 -> 3" in capsys.readouterr().err and calls == []
+    assert main([*argv, "--set", "data.test_clips=2"]) == 0 and calls == []  # same protocol
     assert main(["compare", str(runs / "a-s0"), str(runs / "b-s1")]) == 0
     assert "a-s0" in capsys.readouterr().out
 

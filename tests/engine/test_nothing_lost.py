@@ -233,6 +233,45 @@ def test_resume_allows_more_epochs_and_records_it(tmp_path, synthetic_cache, tin
     assert load_config(tmp_path / "tiny" / "config.yaml").train.epochs == 2
 
 
+def _log_of(run: Path) -> list[tuple[str, int, float]]:
+    """(kind, epoch or step, loss) of each record of ``run``'s metrics.jsonl; every line parses."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["kind"], r["epoch" if r["kind"] == "epoch" else "step"],
+             r.get("train_loss", r.get("loss"))) for r in records if r["kind"] in ("epoch", "step")]
+
+
+def test_resumed_log_matches_an_unbroken_runs_log(tmp_path, synthetic_cache, tiny_config):
+    """A run killed after it logged past its checkpoint logged those epochs and steps twice
+    once resumed, and a line cut by the kill swallowed the next record. With 4 batches an
+    epoch and accumulate_steps=3 (3 batches trained an epoch), the resumed run also numbered
+    its steps from 4 x epochs instead of 3 x epochs. The resumed log must equal the unbroken
+    run's, record for record."""
+    def config(out: Path, epochs: int):
+        return config_from_dict(tiny_config(synthetic_cache, out, train={
+            "epochs": epochs, "accumulate_steps": 3}))
+
+    train(config(tmp_path / "a", 3), progress=False)
+    unbroken = _log_of(tmp_path / "a" / "tiny")
+    steps = [at for kind, at, _ in unbroken if kind == "step"]
+    assert steps == list(range(1, 10))  # 3 trained batches an epoch, 3 epochs
+
+    train(config(tmp_path / "b", 2), progress=False)
+    run = tmp_path / "b" / "tiny"
+    # the kill: epoch 2's checkpoint is gone (the run died writing it), while epoch 2's
+    # records were written, and the last line was cut short
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "epoch_0002")
+    (run / "checkpoints" / "last").write_text("epoch_0001")
+    with (run / "metrics.jsonl").open("a") as handle:
+        handle.write('{"kind": "step", "epoch": 3, "st')
+    train(config(tmp_path / "b", 3), resume=True, progress=False)
+    resumed = _log_of(run)
+    assert [(kind, at) for kind, at, _ in resumed] == [(kind, at) for kind, at, _ in unbroken]
+    for (_, _, loss_a), (_, _, loss_b) in zip(unbroken, resumed, strict=True):
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
+
+
 # ----------------------------------------------------------------------------- damaged checkpoints
 
 

@@ -206,8 +206,19 @@ def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> list[st
     the config asked for. A field the stored config lacks (a run from an older vidkd) is no
     change when the config asks for its default."""
     changed = config_differences(stored, wanted, config_to_dict(ExperimentConfig()))
-    return [f"{key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()
-            if key == "train.epochs" or not _matches(key, FREE)]
+    found = [f"{key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()
+             if key == "train.epochs" or not _matches(key, FREE)]
+    clips = _test_clips(stored), _test_clips(wanted)  # free on --resume, not in a results table
+    if clips[0] != clips[1]:
+        found.append(f"test clips: {clips[0]} -> {clips[1]}")
+    return found
+
+
+def _test_clips(config: dict[str, Any]) -> int:
+    """Clips a video was scored with: ``eval.test_clips``, else ``data.test_clips``."""
+    defaults = ExperimentConfig()
+    chosen = config.get("eval", {}).get("test_clips")
+    return chosen if chosen is not None else config.get("data", {}).get("test_clips", defaults.data.test_clips)
 
 
 def epoch_records(run_dir: Path) -> list[dict[str, Any]]:

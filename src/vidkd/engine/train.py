@@ -294,6 +294,31 @@ class MetricsLog:
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
+    def drop_after(self, epoch: int, step: int) -> None:
+        """Before a resumed run appends: drop the records a killed run wrote past the
+        checkpoint it resumes from (epochs after ``epoch``, steps after ``step``), which the
+        run now trains and logs again, and a line cut short by the kill, which the next
+        record would otherwise be glued to. The rewrite is atomic."""
+        if not self.enabled or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            kind, at = record.get("kind"), record.get("epoch" if record.get("kind") == "epoch" else "step")
+            if kind in ("epoch", "step") and isinstance(at, int) and at > (epoch if kind == "epoch" else step):
+                continue
+            kept.append(line)
+        if len(kept) < len(lines):
+            atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+            log.info("metrics.jsonl: %d record(s) past the checkpoint dropped; they are trained "
+                     "and logged again", len(lines) - len(kept))
+
     def write(self, record: dict[str, Any], step: int, prefix: str) -> None:
         if not self.enabled:
             return
@@ -559,7 +584,15 @@ def _train(
                  f", step {in_epoch['batches']} of epoch {start_epoch + 1}" if in_epoch else "")
     if is_main:
         dump_config(cfg, run_dir / "config.yaml")
+    every, accumulate = cfg.train.checkpoint_every_steps, cfg.train.accumulate_steps
+    # batches trained an epoch: a trailing group short of accumulate_steps is dropped too
+    full_batches = len(loaders.train)
+    if loaders.train.drop_last:
+        full_batches -= full_batches % accumulate
+    step = start_epoch * full_batches  # batches trained before this start (the log's x axis)
     metrics = MetricsLog(run_dir, is_main)
+    if checkpoint is not None:
+        metrics.drop_after(start_epoch, step + (in_epoch["batches"] if in_epoch else 0))
     description = {**model_description(cfg, splits.classes), **method.student_description()}
     if is_main:
         log.info(
@@ -587,8 +620,6 @@ def _train(
             batches=progress_in_epoch["batches"] if progress_in_epoch else None,
         )
 
-    every, accumulate = cfg.train.checkpoint_every_steps, cfg.train.accumulate_steps
-    step = start_epoch * len(loaders.train)
     epoch_times: list[float] = []
     for epoch in range(start_epoch, cfg.train.epochs):
         schedule.start_epoch(optimizer, epoch)
@@ -603,9 +634,6 @@ def _train(
         totals: dict[str, float] = {}
         batches, clips_seen, epoch_failed, elapsed_before = 0, 0, [], 0.0
         train_sampler.skip = 0
-        full_batches = len(loaders.train)
-        if loaders.train.drop_last:  # a trailing group short of accumulate_steps is dropped too
-            full_batches -= full_batches % accumulate
         if in_epoch is not None:  # resumed mid-epoch: skip what was trained, keep its tallies
             batches, clips_seen = in_epoch["batches"], in_epoch["clips"]
             totals, epoch_failed = dict(in_epoch["totals"]), list(in_epoch["failed"])
