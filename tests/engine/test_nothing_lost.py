@@ -224,6 +224,26 @@ def test_resume_refuses_model_and_data_changes_even_forced(
         train(changed, resume=True, force=True, progress=False)
 
 
+def test_resume_takes_a_path_spelled_another_way_but_not_another_path(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch
+):
+    """The run was started with an absolute dataset folder; the resume names it relative
+    to the working directory, through a link: the same folder, so it resumes (it was refused
+    as "changes the data"). Another folder is still refused."""
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}))
+    train(cfg, progress=False)
+    (tmp_path / "alias").symlink_to(synthetic_cache)
+    monkeypatch.chdir(tmp_path)
+    again = tiny_config(synthetic_cache, tmp_path, train={"epochs": 2})
+    again["data"]["synthetic"]["cache_dir"] = "alias"
+    summary = train(config_from_dict(again), resume=True, progress=False)
+    assert [e["event"] for e in summary["history"]] == ["start", "resume"]
+    other = tiny_config(synthetic_cache, tmp_path, train={"epochs": 3})
+    other["data"]["synthetic"]["cache_dir"] = str(tmp_path / "elsewhere")
+    with pytest.raises(VidkdError, match="changes the model or the data \\(data.synthetic.cache_dir"):
+        train(config_from_dict(other), resume=True, progress=False)
+
+
 def test_resume_allows_more_epochs_and_records_it(tmp_path, synthetic_cache, tiny_config):
     train(config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1})), progress=False)
     more = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 2}))

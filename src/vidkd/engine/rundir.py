@@ -237,6 +237,22 @@ def _matches(field: str, patterns: tuple[str, ...]) -> bool:
     return any(field == p or (p.endswith(".") and field.startswith(p)) for p in patterns)
 
 
+#: fields that name a file or folder: two spellings of one path are no change
+PATHS = ("data.root", "data.annotations", "data.test_annotations", "data.classes_file",
+         "data.skip_list", "data.synthetic.cache_dir", "method.teacher.checkpoint",
+         "train.out_dir")
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    """``a`` and ``b`` (relative to the working directory) name one existing file or folder."""
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    try:
+        return os.path.samefile(Path(a).expanduser(), Path(b).expanduser())
+    except (OSError, ValueError):  # either is missing, unreadable, or holds a NUL
+        return False
+
+
 def config_differences(
     stored: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None,
 ) -> dict[str, list[Any]]:
@@ -244,12 +260,14 @@ def config_differences(
 
     A field the stored config lacks (a run from an older vidkd) is no change when the new
     config holds its default (``defaults``, the config's own defaults); nor is a field
-    this vidkd no longer has (``data.backend``).
+    this vidkd no longer has (``data.backend``), nor a path spelled another way
+    (``runs/t/best.safetensors`` and its absolute form, or a link to it: :data:`PATHS`).
     """
     old, now, default = _flatten(stored), _flatten(new), _flatten(defaults or {})
     return {k: [old.get(k), now.get(k)] for k in sorted(old.keys() | now.keys())
             if k in now and old.get(k) != now[k]  # a field this vidkd removed: no change
-            and not (k not in old and k in default and now[k] == default[k])}
+            and not (k not in old and k in default and now[k] == default[k])
+            and not (k in PATHS and _same_path(old.get(k), now[k]))}
 
 
 def resume_changes(
