@@ -244,6 +244,18 @@ def test_resume_takes_a_path_spelled_another_way_but_not_another_path(
         train(config_from_dict(other), resume=True, progress=False)
 
 
+def test_a_run_folder_moved_to_another_name_resumes_under_it(tmp_path, synthetic_cache, tiny_config):
+    """`mv runs/tiny runs/moved` then `--resume --set name=moved`: it was refused as a change
+    of "the model or the data", and no command could continue the moved run."""
+    train(config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1})), progress=False)
+    (tmp_path / "tiny").rename(tmp_path / "moved")
+    moved = config_from_dict(tiny_config(synthetic_cache, tmp_path, name="moved", train={"epochs": 2}))
+    summary = train(moved, resume=True, progress=False)
+    assert summary["history"][-1]["changed"] == {"name": ["tiny", "moved"], "train.epochs": [1, 2]}
+    assert json.loads((tmp_path / "moved" / "results.json").read_text())["name"] == "moved"
+    assert not (tmp_path / "tiny").exists()
+
+
 def test_resume_allows_more_epochs_and_records_it(tmp_path, synthetic_cache, tiny_config):
     train(config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 1})), progress=False)
     more = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 2}))

@@ -209,14 +209,15 @@ def _describe(text: str) -> str:
 
 # Resume: which config fields may differ from the stored run.
 #: change what the network is or what it sees: never allowed on resume
-FIXED = ("name", "model.", "data.dataset", "data.root", "data.annotations",
+FIXED = ("model.", "data.dataset", "data.root", "data.annotations",
          "data.test_annotations", "data.classes_file", "data.split",
          "data.clip_len", "data.frame_stride", "data.short_side", "data.crop_size",
          "data.val_fraction", "data.val_source", "data.same_clip", "data.skip_list",
          "data.synthetic.", "method.name", "method.projector_dim", "method.predictor_hidden",
          "method.teacher.")
 #: bookkeeping, budget or evaluation only: allowed, recorded in the run's history
-FREE = ("train.epochs", "train.log_every", "train.threads", "train.keep_checkpoints",
+#: (``name``: a run folder moved or copied to another name resumes under that name)
+FREE = ("name", "train.epochs", "train.log_every", "train.threads", "train.keep_checkpoints",
         "train.checkpoint_every_steps", "train.device", "train.out_dir", "train.compile",
         "train.reuse_host_memory",
         "data.num_workers", "data.max_failed_fraction", "data.test_clips", "data.cache",
