@@ -87,6 +87,38 @@ def test_budget_is_one_line(tmp_path):
         cache.fill(paths, progress=False)
 
 
+def test_one_long_video_stops_decoding_at_the_budget(tmp_path, monkeypatch):
+    """A single video longer than the whole budget was decoded to the end before the
+    budget was checked: a long film could exhaust memory first. Decoding now stops one
+    frame past what the budget holds."""
+    path = str(numbered_video(tmp_path / "long.mp4", 120, size=64))  # 120 x 64 x 72 x 3: 1.6 MiB
+    decoded: list[int] = []
+    real_open = cache_module.open_clip_reader
+
+    def counting_open(*args, **kwargs):
+        reader = real_open(*args, **kwargs)
+        real_read_all = reader.read_all
+
+        def read_all(*a, **k):
+            frames = real_read_all(*a, **k)
+            decoded.append(len(frames))
+            return frames
+
+        reader.read_all = read_all
+        return reader
+
+    monkeypatch.setattr(cache_module, "open_clip_reader", counting_open)
+    with pytest.raises(VidkdError, match="data.cache_budget_mb=1 .*first 1 of 1"):
+        MemoryCache(64, budget_mb=1).fill([path], progress=False)
+    frame_bytes = 64 * 72 * 3
+    assert decoded == [2**20 // frame_bytes + 1]  # 76 of 120 frames
+    with open_clip_reader(path, 64) as reader, open_clip_reader(path, 64) as again:
+        assert (reader.read_all(max_frames=3) == again.read_all()[:4]).all()  # the first frames
+    cache = MemoryCache(64, budget_mb=2)  # fits: every frame, as before
+    cache.fill([path], progress=False)
+    assert cache.videos[path][0].shape[0] == 120
+
+
 def test_training_run_with_memory_cache_equals_file_run(tmp_path, synthetic_cache, tiny_config):
     from safetensors.torch import load_file
 

@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidkd.data.decode import ClipReader, DecodeError, VideoInfo, _loop_pad, open_clip_reader
+from vidkd.data.decode import (
+    ClipReader,
+    DecodeError,
+    VideoInfo,
+    _loop_pad,
+    open_clip_reader,
+    scaled_size,
+)
 from vidkd.errors import VidkdError
 
 log = logging.getLogger("vidkd")
@@ -68,8 +75,10 @@ class MemoryCache:
         """Decode every video of ``paths`` once (unreadable ones are left to the file path).
 
         ``threads`` decoders run at once (PyAV releases the GIL while it decodes and scales);
-        videos are added in the order of ``paths``. The budget is checked as each video is
-        added, so while filling, memory can pass it by the ``threads`` videos decoded ahead.
+        videos are added in the order of ``paths``. A video stops decoding once it alone
+        would take more than the budget left when it started, so one long video cannot
+        exhaust memory; the budget is checked as each video is added, so while filling,
+        memory can pass it by the ``threads`` videos decoded ahead.
         """
         paths = [str(p) for p in dict.fromkeys(str(p) for p in paths) if str(p) not in self.videos]
         with closing(self._decode_in_order(paths, max(1, threads))) as decoded:
@@ -82,7 +91,10 @@ class MemoryCache:
     def _decode(self, path: str) -> tuple[np.ndarray, VideoInfo] | None:
         try:
             with open_clip_reader(path, self.short_side) as reader:
-                return reader.read_all(), reader.info
+                width, height = scaled_size(reader.info.width, reader.info.height, self.short_side)
+                frame_bytes = width * height * 3
+                left = max(self.budget - self.used, 0)
+                return reader.read_all(max_frames=left // frame_bytes), reader.info
         except DecodeError:
             return None
 

@@ -61,7 +61,7 @@ class ClipReader(Protocol):
 
     def read(self, start: int, num_frames: int, stride: int = 1) -> np.ndarray: ...
 
-    def read_all(self) -> np.ndarray: ...
+    def read_all(self, max_frames: int | None = None) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -150,14 +150,17 @@ class VideoReader:
             position += 1
         return frames
 
-    def read_all(self) -> np.ndarray:
-        """Every decodable frame, in order, unpadded, as uint8 (N, H, W, 3) (``data.cache``)."""
+    def read_all(self, max_frames: int | None = None) -> np.ndarray:
+        """Every decodable frame, in order, unpadded, as uint8 (N, H, W, 3) (``data.cache``);
+        past ``max_frames``, decoding stops at ``max_frames + 1`` frames (too many to keep)."""
+        frames: list[np.ndarray] = []
         try:
-            frames = [
-                frame.reformat(width=self.out_width, height=self.out_height, format="rgb24").to_ndarray()
-                for frame in self._container.decode(self._stream)
-                if frame.time is None or frame.time >= self._start - 0.5 / self.info.fps
-            ]
+            for frame in self._container.decode(self._stream):
+                if frame.time is None or frame.time >= self._start - 0.5 / self.info.fps:
+                    frames.append(frame.reformat(width=self.out_width, height=self.out_height,
+                                                 format="rgb24").to_ndarray())
+                    if max_frames is not None and len(frames) > max_frames:
+                        break
         except (av.FFmpegError, OSError, ValueError, MemoryError) as error:
             raise DecodeError(f"decoding failed: {error}") from error
         if not frames:
@@ -246,10 +249,12 @@ class FrameFolderReader:
         except (av.FFmpegError, OSError, StopIteration, ValueError) as error:
             raise DecodeError(f"cannot decode frame {path.name}: {error}") from error
 
-    def read_all(self) -> np.ndarray:
-        """Every frame, in order, as uint8 (N, H, W, 3) (``data.cache``)."""
+    def read_all(self, max_frames: int | None = None) -> np.ndarray:
+        """Every frame, in order, as uint8 (N, H, W, 3) (``data.cache``); at most
+        ``max_frames + 1`` of them."""
         size = (self.out_width, self.out_height)
-        return np.stack([self._decode_image(path, size) for path in self._files])
+        files = self._files if max_frames is None else self._files[: max_frames + 1]
+        return np.stack([self._decode_image(path, size) for path in files])
 
     def read(self, start: int, num_frames: int, stride: int = 1) -> np.ndarray:
         size = (self.out_width, self.out_height)
