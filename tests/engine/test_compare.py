@@ -369,3 +369,31 @@ def test_paired_differences_pair_by_seed_and_best_is_the_highest():
     mean, std = mean_std(differences)
     assert mean == 0.5 and std == pytest.approx(4.5 ** 0.5)  # ((1.5^2 + 1.5^2) / 1) ** 0.5
     assert row([0, 1, 2], [40.0, 55.0, 55.0]).best == 1  # the highest, the first on ties
+
+
+def test_reuse_reads_a_finished_runs_relative_paths_from_its_own_folder(tmp_path, monkeypatch):
+    """A compare run again from another folder named the same teacher by another path and was
+    told to delete a valid run; the same text from another folder named another teacher and
+    the run was reused. Paths are read from the folder each run was started in."""
+    from vidkd.config import ExperimentConfig, config_to_dict
+
+    for folder in ("A", "B"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "teacher.safetensors").write_bytes(folder.encode())
+
+    def config(checkpoint: str) -> dict:
+        values = config_to_dict(ExperimentConfig())
+        values["method"]["teacher"]["checkpoint"] = checkpoint
+        return values
+
+    stored = config("teacher.safetensors")  # a run started in A
+    monkeypatch.chdir(tmp_path)
+    assert compare._settings_changed(stored, config("A/teacher.safetensors"), str(tmp_path / "A")) == []
+    assert compare._settings_changed(stored, config(str(tmp_path / "A" / "teacher.safetensors")),
+                                     str(tmp_path / "A")) == []
+    monkeypatch.chdir(tmp_path / "B")
+    changed = compare._settings_changed(stored, config("teacher.safetensors"), str(tmp_path / "A"))
+    assert len(changed) == 1 and "method.teacher.checkpoint" in changed[0]
+    assert f"(in {tmp_path / 'A'})" in changed[0] and f"(in {tmp_path / 'B'})" in changed[0]
+    # a run from before the folder was recorded: the text decides, as it always did
+    assert compare._settings_changed(stored, config("teacher.safetensors"), None) == []

@@ -58,13 +58,19 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, synthetic_cache) -> dict[str, torch.Tensor]:
-    """Student weights after 3 uninterrupted epochs of the RNG-heavy tiny run."""
+def reference_run(tmp_path_factory, synthetic_cache) -> Path:
+    """The RNG-heavy tiny run, 3 uninterrupted epochs."""
     from conftest import _tiny_config
 
     out = tmp_path_factory.mktemp("reference")
     train(run_config(_tiny_config, synthetic_cache, out), progress=False)
-    return weights(out / "tiny")
+    return out / "tiny"
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run) -> dict[str, torch.Tensor]:
+    """Student weights after 3 uninterrupted epochs of the RNG-heavy tiny run."""
+    return weights(reference_run)
 
 
 # ----------------------------------------------------------------------------- run names
@@ -224,6 +230,34 @@ def test_resume_refuses_model_and_data_changes_even_forced(
         train(changed, resume=True, force=True, progress=False)
 
 
+def test_a_complete_last_record_without_newline_is_not_glued_to_the_next(tmp_path):
+    """A finished run trained on: its log ended in a complete test record but no newline,
+    and the next epoch's record was appended to the same line, unreadable."""
+    log = train_module.MetricsLog(tmp_path, enabled=False)
+    log.enabled = True  # the file side alone (no TensorBoard writer)
+    records = ['{"kind": "epoch", "epoch": 2, "step": 8}', '{"kind": "test", "video_top1": 50.0}']
+    log.path.write_text("\n".join(records))
+    log.drop_after(2, None)
+    assert log.path.read_text() == "\n".join(records) + "\n"
+
+
+def test_a_forced_resume_with_another_batch_keeps_the_finished_epochs_log(
+    tmp_path, synthetic_cache, tiny_config
+):
+    """Resumed with --force and twice the batch (2 steps an epoch instead of 4), the run
+    dropped epoch 2's step records: their numbers 5 to 8 lay past 2 epochs x 2 steps, the
+    resume point recomputed at the new size. Records are matched to the checkpoint by
+    epoch now, and the new steps are numbered on from the checkpoint's own count."""
+    train(config_from_dict(tiny_config(synthetic_cache, tmp_path)), progress=False)
+    before = _log_of(tmp_path / "tiny")
+    assert [at for kind, at, _ in before if kind == "step"] == list(range(1, 9))  # 4 a epoch
+    bigger = config_from_dict(tiny_config(synthetic_cache, tmp_path, train={"epochs": 3, "batch_size": 8}))
+    train(bigger, resume=True, force=True, progress=False)
+    after = [(kind, at) for kind, at, _ in _log_of(tmp_path / "tiny")]
+    assert after[:len(before)] == [(kind, at) for kind, at, _ in before]
+    assert after[len(before):] == [("step", 9), ("step", 10), ("epoch", 3)]
+
+
 def test_resume_takes_a_path_spelled_another_way_but_not_another_path(
     tmp_path, synthetic_cache, tiny_config, monkeypatch
 ):
@@ -242,6 +276,14 @@ def test_resume_takes_a_path_spelled_another_way_but_not_another_path(
     other["data"]["synthetic"]["cache_dir"] = str(tmp_path / "elsewhere")
     with pytest.raises(VidkdError, match="changes the model or the data \\(data.synthetic.cache_dir"):
         train(config_from_dict(other), resume=True, progress=False)
+    # the same relative text read from another folder names another dataset: refused
+    (tmp_path / "B").mkdir()
+    (tmp_path / "B" / "alias").mkdir()
+    monkeypatch.chdir(tmp_path / "B")
+    again["train"]["epochs"] = 3
+    with pytest.raises(VidkdError) as error:
+        train(config_from_dict(again), resume=True, progress=False)
+    assert f"'alias (in {tmp_path})' -> 'alias (in {tmp_path / 'B'})'" in str(error.value)
 
 
 def test_a_run_folder_moved_to_another_name_resumes_under_it(tmp_path, synthetic_cache, tiny_config):
@@ -447,7 +489,7 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 
 def test_mid_epoch_checkpoint_resumes_exactly(
-    tmp_path, synthetic_cache, tiny_config, monkeypatch, reference
+    tmp_path, synthetic_cache, tiny_config, monkeypatch, reference, reference_run
 ):
     """Killed right after the checkpoint at step 6 (epoch 2, batch 2 of 4), then resumed."""
     cfg = run_config(tiny_config, synthetic_cache, tmp_path, train={"checkpoint_every_steps": 3})
@@ -468,10 +510,16 @@ def test_mid_epoch_checkpoint_resumes_exactly(
     assert written == ["epoch_0000_step_00000003", "epoch_0001", "epoch_0001_step_00000002"]
     resumed_from = latest_checkpoint(tmp_path / "tiny" / "checkpoints")
     assert resumed_from.name == "epoch_0001_step_00000002"
+    # what the kill left past the checkpoint: a later step's record and a cut line
+    with (tmp_path / "tiny" / "metrics.jsonl").open("a") as handle:
+        handle.write('{"kind": "step", "epoch": 2, "step": 7, "loss": 99.0}\n{"kind": "st')
     train(cfg, resume=True, progress=False)
     assert_same_weights(weights(tmp_path / "tiny"), reference)
-    epochs = [json.loads(line) for line in (tmp_path / "tiny" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in epochs if r["kind"] == "epoch"] == [1, 2, 3]
+    resumed, unbroken = _log_of(tmp_path / "tiny"), _log_of(reference_run)
+    assert [(kind, at) for kind, at, _ in resumed] == [(kind, at) for kind, at, _ in unbroken]
+    assert [at for kind, at, _ in resumed if kind == "epoch"] == [1, 2, 3]
+    for (_, _, loss_a), (_, _, loss_b) in zip(unbroken, resumed, strict=True):
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- student files

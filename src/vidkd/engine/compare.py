@@ -201,11 +201,12 @@ def plan_compare(
     return Plan(out_dir, list(teachers.values()), rows)
 
 
-def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any],
+                      stored_cwd: str | None = None) -> list[str]:
     """Fields (outside bookkeeping; the epoch budget counts) where a finished run differs from
     the config asked for. A field the stored config lacks (a run from an older vidkd) is no
     change when the config asks for its default."""
-    changed = config_differences(stored, wanted, config_to_dict(ExperimentConfig()))
+    changed = config_differences(stored, wanted, config_to_dict(ExperimentConfig()), stored_cwd)
     found = [f"{key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()
              if key == "train.epochs" or not _matches(key, FREE)]
     clips = _test_clips(stored), _test_clips(wanted)  # free on --resume, not in a results table
@@ -288,7 +289,8 @@ def run_plan(plan: Plan, train_fn: TrainFn | None = None, progress: bool = True)
     for run in plan.runs:
         if run.finished:
             results = read_results(run.run_dir)
-            changed = _settings_changed(results.get("config", {}), config_to_dict(run.cfg))
+            changed = _settings_changed(results.get("config", {}), config_to_dict(run.cfg),
+                                        results.get("cwd"))
             if changed:
                 raise VidkdError(
                     f"{run.run_dir} finished with other settings ({'; '.join(changed[:4])}); "

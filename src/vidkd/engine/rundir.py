@@ -244,36 +244,56 @@ PATHS = ("data.root", "data.annotations", "data.test_annotations", "data.classes
          "train.out_dir")
 
 
-def _same_path(a: Any, b: Any) -> bool:
-    """``a`` and ``b`` (relative to the working directory) name one existing file or folder."""
-    if not (isinstance(a, str) and isinstance(b, str)):
-        return False
+def _same_path(stored: Any, new: Any, stored_cwd: str | None) -> bool | None:
+    """Whether two values of a path field name one file or folder: ``stored`` relative to
+    ``stored_cwd`` (the working directory of the run that wrote it), ``new`` relative to
+    this process's. ``None`` when that cannot be told (a path that no longer exists, or
+    a relative stored path from a run that did not record its directory): the text decides."""
+    if not (isinstance(stored, str) and isinstance(new, str)):
+        return None
+    was, now = Path(stored).expanduser(), Path(new).expanduser()
+    if not was.is_absolute():
+        if stored_cwd is None:
+            return None
+        was = Path(stored_cwd) / was
     try:
-        return os.path.samefile(Path(a).expanduser(), Path(b).expanduser())
+        return os.path.samefile(was, now)
     except (OSError, ValueError):  # either is missing, unreadable, or holds a NUL
-        return False
+        return None
 
 
 def config_differences(
     stored: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None,
+    stored_cwd: str | None = None,
 ) -> dict[str, list[Any]]:
     """The fields that differ, as ``{field: [stored, new]}``.
 
     A field the stored config lacks (a run from an older vidkd) is no change when the new
     config holds its default (``defaults``, the config's own defaults); nor is a field
-    this vidkd no longer has (``data.backend``), nor a path spelled another way
-    (``runs/t/best.safetensors`` and its absolute form, or a link to it: :data:`PATHS`).
+    this vidkd no longer has (``data.backend``). A path field (:data:`PATHS`) differs
+    when its two values name different existing files, each read from its own working
+    directory (``stored_cwd`` for the stored one), so ``teacher.safetensors`` from one
+    folder and its absolute form or a link to it are one value, while the same text run
+    from another folder is another; where that cannot be told, the text decides.
     """
     old, now, default = _flatten(stored), _flatten(new), _flatten(defaults or {})
-    return {k: [old.get(k), now.get(k)] for k in sorted(old.keys() | now.keys())
-            if k in now and old.get(k) != now[k]  # a field this vidkd removed: no change
-            and not (k not in old and k in default and now[k] == default[k])
-            and not (k in PATHS and _same_path(old.get(k), now[k]))}
+    changed = {}
+    for k in sorted(old.keys() | now.keys()):
+        if k not in now:  # a field this vidkd removed: no change
+            continue
+        if k not in old and k in default and now[k] == default[k]:
+            continue
+        same = _same_path(old.get(k), now[k], stored_cwd) if k in PATHS else None
+        if same is False and old.get(k) == now[k]:  # one text, read from two folders
+            changed[k] = [f"{old[k]} (in {stored_cwd})", f"{now[k]} (in {os.getcwd()})"]
+        elif same is False or (same is None and old.get(k) != now[k]):
+            changed[k] = [old.get(k), now[k]]
+    return changed
 
 
 def resume_changes(
     stored: dict[str, Any], new: dict[str, Any], force: bool,
-    defaults: dict[str, Any] | None = None,
+    defaults: dict[str, Any] | None = None, stored_cwd: str | None = None,
 ) -> dict[str, list[Any]]:
     """The fields that differ (:func:`config_differences`), once they are allowed.
 
@@ -281,7 +301,7 @@ def resume_changes(
     the seed, the loss weights, the augmentation, the batch size, precision...) are refused
     unless ``force``. Each refusal names every differing field.
     """
-    changed = config_differences(stored, new, defaults)
+    changed = config_differences(stored, new, defaults, stored_cwd)
     fixed = [k for k in changed if _matches(k, FIXED)]
     if fixed:
         raise VidkdError(

@@ -294,28 +294,22 @@ class MetricsLog:
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    def drop_after(self, epoch: int, step: int) -> None:
+    def drop_after(self, epoch: int, step: int | None) -> None:
         """Before a resumed run appends: drop the records a killed run wrote past the
-        checkpoint it resumes from (epochs after ``epoch``, steps after ``step``), which the
-        run now trains and logs again, and a line cut short by the kill, which the next
-        record would otherwise be glued to. The rewrite is atomic."""
+        checkpoint it resumes from, which the run now trains and logs again: epochs after
+        ``epoch``, and the steps of epoch ``epoch + 1`` (those past ``step`` when the
+        checkpoint is inside that epoch). Records are matched by their epoch, so a run
+        resumed with another batch count keeps every record of its finished epochs. A line
+        cut short by the kill is dropped, and the file ends with a newline, so that the
+        next record is never glued to another. The rewrite is atomic."""
         if not self.enabled or not self.path.is_file():
             return
-        lines = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        kept = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            kind, at = record.get("kind"), record.get("epoch" if record.get("kind") == "epoch" else "step")
-            if kind in ("epoch", "step") and isinstance(at, int) and at > (epoch if kind == "epoch" else step):
-                continue
-            kept.append(line)
-        if len(kept) < len(lines):
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        lines = text.splitlines()
+        kept = [line for line in lines if not _past(line, epoch, step)]
+        if len(kept) < len(lines) or (text and not text.endswith("\n")):
             atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+        if len(kept) < len(lines):
             log.info("metrics.jsonl: %d record(s) past the checkpoint dropped; they are trained "
                      "and logged again", len(lines) - len(kept))
 
@@ -332,6 +326,24 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _past(line: str, epoch: int, step: int | None) -> bool:
+    """Whether a ``metrics.jsonl`` line is damaged or logs training past a checkpoint taken
+    after ``epoch`` epochs and, when ``step`` is given, at global step ``step`` of the next."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return True
+    if not isinstance(record, dict):
+        return True
+    at = record.get("epoch")
+    if not isinstance(at, int) or record.get("kind") not in ("epoch", "step"):
+        return False
+    if record["kind"] == "epoch" or at != epoch + 1:
+        return at > epoch
+    position = record.get("step")
+    return step is None or not isinstance(position, int) or position > step
 
 
 def _unwrap(model: torch.nn.Module) -> Method:
@@ -486,7 +498,8 @@ def _train(
             changes: dict[str, list[Any]] = {}
         else:
             changes = resume_changes(
-                stored, config_to_dict(cfg), force, defaults=config_to_dict(ExperimentConfig())
+                stored, config_to_dict(cfg), force, defaults=config_to_dict(ExperimentConfig()),
+                stored_cwd=state.get("cwd"),
             )
         if is_main:
             _history(run_dir, {"event": "resume", "checkpoint": checkpoint.name,
@@ -580,8 +593,9 @@ def _train(
             os.replace(results, run_dir / "results.previous.json")
             log.info("moved the earlier results.json aside (results.previous.json): this run "
                      "trains on to epoch %d", cfg.train.epochs)
-        log.info("resumed from %s (epoch %d%s)", checkpoint, start_epoch + (in_epoch is None),
-                 f", step {in_epoch['batches']} of epoch {start_epoch + 1}" if in_epoch else "")
+        log.info("resumed from %s (%s)", checkpoint,
+                 f"batch {in_epoch['batches']} of epoch {start_epoch + 1} done" if in_epoch
+                 else f"epoch {start_epoch} done")
     if is_main:
         dump_config(cfg, run_dir / "config.yaml")
     every, accumulate = cfg.train.checkpoint_every_steps, cfg.train.accumulate_steps
@@ -589,10 +603,12 @@ def _train(
     full_batches = len(loaders.train)
     if loaders.train.drop_last:
         full_batches -= full_batches % accumulate
-    step = start_epoch * full_batches  # batches trained before this start (the log's x axis)
+    # batches trained before this start (the log's x axis), as the checkpoint counted them
+    step = start_epoch * full_batches + (in_epoch["batches"] if in_epoch else 0)
     metrics = MetricsLog(run_dir, is_main)
     if checkpoint is not None:
-        metrics.drop_after(start_epoch, step + (in_epoch["batches"] if in_epoch else 0))
+        step = state.get("step", step)
+        metrics.drop_after(start_epoch, step if in_epoch else None)
     description = {**model_description(cfg, splits.classes), **method.student_description()}
     if is_main:
         log.info(
@@ -613,7 +629,9 @@ def _train(
                 "best_val": best_val, "best_epoch": best_epoch,
                 "failed": sorted(failed_seen.values()),
                 "method": method.training_state(),
+                "step": step,
                 "config": config_to_dict(cfg),
+                "cwd": os.getcwd(),  # the config's relative paths are read from here
                 **({"in_epoch": progress_in_epoch} if progress_in_epoch else {}),
             },
             keep=cfg.train.keep_checkpoints,
@@ -639,7 +657,6 @@ def _train(
             totals, epoch_failed = dict(in_epoch["totals"]), list(in_epoch["failed"])
             elapsed_before = in_epoch["seconds"]
             train_sampler.skip = batches * loaders.train.batch_size
-            step += batches
             in_epoch = None
         started = time.perf_counter()
         bar = tqdm(
@@ -803,6 +820,7 @@ def summarize(
     videos = cfg.train.batch_size  # train.batch_size counts videos per device
     return {
         "name": cfg.name,
+        "cwd": os.getcwd(),  # the config's relative paths are read from here
         "method": cfg.method.name,
         "augment": augment.describe(),
         "dataset": cfg.data.dataset,
