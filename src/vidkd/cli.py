@@ -192,10 +192,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise VidkdError("vidkd compare CONFIG ... trains runs and needs --out DIR for them and the report")
-    out = writable_dir(args.out, "--out")
     seeds = compare.parse_seeds("0" if args.seeds is None else args.seeds)  # "" is no seed
-    plan = compare.plan_compare(configs, seeds, out, args.overrides,
+    plan = compare.plan_compare(configs, seeds, Path(args.out).expanduser(), args.overrides,
                                 Path(args.teacher) if args.teacher else None)
+    out = writable_dir(args.out, "--out")  # once the plan holds: a refused one creates nothing
     compare.run_plan(plan, progress=not args.quiet)
     files = compare.write_report(out, compare.collect(plan), command, not args.quiet)
     print((out / "results.md").read_text().split("\n## Schedule")[0].rstrip())

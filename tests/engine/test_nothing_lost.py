@@ -642,6 +642,20 @@ def test_no_run_inside_another_and_overwrite_spares_a_nested_run(tmp_path, synth
     with pytest.raises(VidkdError, match="would sit inside the vidkd run"):
         train(inner, progress=False)
     assert not (tmp_path / "ref" / "child").exists()
+    # nor through train.out_dir (or a compare's --out) inside the run: only the folders
+    # between out_dir and the run were looked at
+    below = config_from_dict(tiny_config(synthetic_cache, tmp_path / "ref" / "sub", name="child"))
+    with pytest.raises(VidkdError, match=f"would sit inside the vidkd run {tmp_path / 'ref'}"):
+        train(below, progress=False)
+    assert not (tmp_path / "ref" / "sub").exists()
+    import yaml
+
+    from vidkd.cli import main
+
+    row = tmp_path / "row.yaml"
+    row.write_text(yaml.safe_dump(tiny_config(synthetic_cache, tmp_path, name="row")))
+    assert main(["compare", "-q", str(row), "--seeds", "0", "--out", str(tmp_path / "ref" / "cmp")]) == 2
+    assert not (tmp_path / "ref" / "cmp").exists()
     # a run that got there anyway (moved in by hand) is never deleted with the outer one
     (tmp_path / "ref" / "child").mkdir()
     (tmp_path / "ref" / "child" / ".vidkd-run").touch()

@@ -54,7 +54,7 @@ def resolve_run_dir(out_dir: str | Path, name: str) -> Path:
         raise VidkdError(
             f"run directory {run_dir} leads outside {base} (through a symbolic link); {fix}"
         )
-    outer = enclosing_run(run_dir, base)
+    outer = enclosing_run(run_dir)
     if outer is not None:
         raise VidkdError(
             f"run directory {run_dir} would sit inside the vidkd run {outer}, whose --overwrite "
@@ -86,14 +86,12 @@ def is_vidkd_run(path: Path) -> bool:
     )
 
 
-def enclosing_run(run_dir: Path, out_dir: Path) -> Path | None:
-    """The vidkd run that ``run_dir`` would sit inside (``out_dir`` or a folder between), if any."""
-    base = out_dir.resolve()
+def enclosing_run(run_dir: Path) -> Path | None:
+    """The vidkd run that ``run_dir`` would sit inside, if any: any folder above it, as far
+    as the root (``train.out_dir`` may itself lie inside a run, and so may a compare's)."""
     for parent in run_dir.resolve().parents:
         if is_vidkd_run(parent):
             return parent
-        if parent == base:
-            return None
     return None
 
 
