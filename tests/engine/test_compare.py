@@ -397,3 +397,21 @@ def test_reuse_reads_a_finished_runs_relative_paths_from_its_own_folder(tmp_path
     assert f"(in {tmp_path / 'A'})" in changed[0] and f"(in {tmp_path / 'B'})" in changed[0]
     # a run from before the folder was recorded: the text decides, as it always did
     assert compare._settings_changed(stored, config("teacher.safetensors"), None) == []
+
+
+def test_two_runs_of_one_name_keep_a_row_and_a_plot_each(tmp_path, synthetic_cache, tiny_config, capsys):
+    """The same run name from two --out folders: both rows were labelled alike and the second
+    confusion matrix overwrote the first."""
+    from vidkd.engine.train import train
+
+    runs = []
+    for machine in ("m1", "m2"):
+        train(load_config(write_config(tmp_path / f"{machine}.yaml", tiny_config(
+            synthetic_cache, tmp_path / machine, "same", train={"epochs": 1}))), progress=False)
+        runs.append(tmp_path / machine / "same")
+    assert main(["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "cmp"), "-q"]) == 0
+    capsys.readouterr()
+    plots = sorted(path.name for path in (tmp_path / "cmp").glob("confusion-*.png"))
+    assert len(plots) == 2, plots
+    table = (tmp_path / "cmp" / "results.md").read_text()
+    assert f"same ({runs[0]})" in table and f"same ({runs[1]})" in table

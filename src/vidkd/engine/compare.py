@@ -331,6 +331,10 @@ def rows_of_run_dirs(run_dirs: list[Path]) -> list[RowResults]:
         results = read_results(run_dir)
         seed = int(results.get("config", {}).get("train", {}).get("seed", 0))
         rows.append(RowResults(results["name"], str(run_dir), [seed], [results], [run_dir]))
+    names = [row.label for row in rows]
+    for row in rows:  # two runs of one name (two machines, two --out): told apart by folder
+        if names.count(row.label) > 1:
+            row.label = f"{row.label} ({row.source})"
     return rows
 
 
@@ -365,6 +369,10 @@ def write_report(
             cfg = load_config(run_dir / "config.yaml")
             result, description = evaluate_student(cfg, _student_file(run_dir), progress=progress)
             name = f"confusion-{plots.file_label(row.label)}.png"
+            copies = 1
+            while name in names:  # labels that differ only in characters a file name drops
+                copies += 1
+                name = f"confusion-{plots.file_label(row.label)}-{copies}.png"
             plots.confusion_figure(
                 result.confusion, list(description["classes"]),
                 f"{row.label}, seed {row.seeds[best]} (best of {len(row.seeds)})\ntest video top-1 "
