@@ -325,3 +325,44 @@ def test_export_to_a_full_disk_is_refused_before_writing(tmp_path, student_file,
     with pytest.raises(VidkdError, match=r"the export needs about [0-9.]+ MiB and [0-9.]+ MiB are free"):
         export.export_student(student, description, "torchscript", tmp_path / "out" / "s.pt")
     assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_export_that_fails_its_check_is_not_written(tmp_path, student_file, capsys, fmt,
+                                                       monkeypatch):
+    """Two ways a file must not ship: it differs from PyTorch beyond --atol (it replaced the
+    user's good export all the same), and NaN logits (max(0.0, nan) is 0.0: every line said
+    TOO LARGE, then "reproduces PyTorch's logits", exit 0)."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / f"student.{fmt}"
+    base = ["export", str(student_file), "--format", fmt, "--out", str(out), "--repeats", "1"]
+    assert main(base) == 0
+    good = out.read_bytes()
+    capsys.readouterr()
+    from vidkd.engine import export
+
+    real_difference = export.max_difference
+    monkeypatch.setattr(export, "max_difference", lambda *a: real_difference(*a) + 0.5)
+    assert main(base) == 1  # (TorchScript matches exactly: no tolerance would fail it)
+    err = capsys.readouterr().err
+    assert "differs from PyTorch by 5.00e-01" in err and "(the earlier file is kept)" in err
+    assert out.read_bytes() == good
+    assert sorted(os.listdir(tmp_path)) == sorted([out.name, student_file.name])  # no temporary
+    monkeypatch.undo()
+
+    from safetensors import safe_open
+
+    with safe_open(str(student_file), "pt") as handle:
+        metadata = handle.metadata()
+    weights = load_file(str(student_file))
+    weights["fc.bias"][1] = float("nan")
+    damaged = tmp_path / "damaged.safetensors"
+    save_file(weights, str(damaged), metadata=metadata)
+    fresh = tmp_path / f"fresh.{fmt}"
+    assert main(["export", str(damaged), "--format", fmt, "--out", str(fresh), "--repeats", "1"]) == 1
+    out_text = capsys.readouterr()
+    assert "reproduces" not in out_text.out and "not finite" in out_text.err
+    assert not fresh.exists() and not any(name.endswith(".tmp") for name in os.listdir(tmp_path))

@@ -140,9 +140,17 @@ def export_torchscript(student: nn.Module, description: dict[str, Any], out: Pat
         torch.jit.save(traced, str(out), _extra_files={f"{METADATA_KEY}.json": json.dumps(protocol)})
 
 
-def export_student(student: nn.Module, description: dict[str, Any], fmt: str, out: Path) -> None:
-    """Write ``out`` under a temporary name beside it, then rename it into place: an export
-    that fails or is killed leaves the previous file (or none), never half of one."""
+class ParityError(VidkdError):
+    """The exported file does not reproduce PyTorch's logits: it is not written."""
+
+
+def export_student(
+    student: nn.Module, description: dict[str, Any], fmt: str, out: Path,
+    verify: Callable[[Path], None] | None = None,
+) -> None:
+    """Write ``out`` under a temporary name beside it, ``verify`` that file (it raises to
+    refuse it), then rename it into place: an export that fails its check, fails or is
+    killed leaves the previous file (or none), never half of one, nor a rejected one."""
     writers = {"onnx": export_onnx, "torchscript": export_torchscript}
     if fmt not in writers:
         raise VidkdError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -157,7 +165,13 @@ def export_student(student: nn.Module, description: dict[str, Any], fmt: str, ou
     if free < needed:  # torch.jit.save aborts the process on a full disk, leaving its temporary
         raise VidkdError(f"--out {out}: the export needs about {needed / 2**20:.1f} MiB and "
                          f"{free / 2**20:.1f} MiB are free there; free some space or pass another path")
-    atomic_write(out, lambda tmp: writers[fmt](student, description, tmp))
+
+    def write(tmp: Path) -> None:
+        writers[fmt](student, description, tmp)
+        if verify is not None:
+            verify(tmp)
+
+    atomic_write(out, write)
 
 
 def is_export(path: Path, fmt: str) -> bool:
