@@ -22,7 +22,9 @@ import logging
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -207,34 +209,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vidkd.engine.checkpoint import load_student
     from vidkd.engine.distributed import resolve_device
     from vidkd.engine.hardware import apply_reuse_host_memory
-    from vidkd.engine.predict import find_videos, predict_videos
+    from vidkd.engine.predict import check_clips, class_names, find_videos, predict_videos
+    check_clips(args.clips)
     json_path = json_output(args.json, "predict", PREDICT_KEYS)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, option="--device")
     # as train.reuse_host_memory's default: each video's activations reuse the last one's pages
     _, memory_note = apply_reuse_host_memory(True, device)
     if memory_note:
         log.info("%s", memory_note)
     model, description = load_student(Path(args.checkpoint), device)
-    classes = list(description.get("classes") or range(description["num_classes"]))
-    classes = [str(c) for c in classes]
+    classes = class_names(description, args.checkpoint)
     videos = find_videos([Path(v) for v in args.videos])
     protocol = f"{args.clips} clips x 1 centre crop, softmax averaged"
-    print(f"{args.checkpoint}: {len(classes)} classes; {len(videos)} videos; video level = {protocol}")
+    print(f"{escape_path(args.checkpoint)}: {len(classes)} classes; {len(videos)} videos; "
+          f"video level = {protocol}")
     records, failed = [], 0
-    for prediction in predict_videos(model, description, videos, args.clips, device):
+    for prediction in predict_videos(model, description, videos, args.clips, device, args.checkpoint):
+        shown = escape_path(str(prediction.path))  # one line, whatever the name holds
         if prediction.error is not None:
             failed += 1
-            print(f"{prediction.path}: unreadable: {prediction.error}")
-            records.append({"path": str(prediction.path), "ok": False, "error": prediction.error})
+            print(f"{shown}: unreadable: {prediction.error}")
+            records.append({"path": _json_path(prediction.path), "ok": False, "error": prediction.error})
             continue
         top = prediction.top(classes, args.top)
-        print(f"{prediction.path}")
-        for rank, (name, probability) in enumerate(top, 1):
+        print(shown)
+        for rank, (_, name, probability) in enumerate(top, 1):
             print(f"  {rank}. {name:<24} {probability * 100:6.2f}%")
         records.append({
-            "path": str(prediction.path), "ok": True, "top": [
-                {"class": name, "index": classes.index(name), "probability": probability}
-                for name, probability in top
+            "path": _json_path(prediction.path), "ok": True, "top": [
+                {"class": name, "index": index, "probability": probability}
+                for index, name, probability in top
             ],
         })
     print(f"{len(videos) - failed} predicted, {failed} unreadable")
@@ -246,12 +250,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _json_path(path: Path) -> str:
+    """A path for a JSON report: as it is, unless its name is not UTF-8 (a strict JSON reader
+    refuses the lone surrogates), then escaped as in `vidkd check` reports (``\\xNN``)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return escape_path(text)
+    return text
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
     from vidkd.engine import export
     from vidkd.engine.checkpoint import load_student
-    from vidkd.engine.predict import clip_spec
+    from vidkd.engine.predict import class_names, clip_spec
     if args.format == "onnx":
         export.require_onnx()
     kind = {"onnx": "an ONNX file", "torchscript": "a TorchScript file"}[args.format]
@@ -261,6 +276,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise VidkdError(f"--video {args.video} not found; pass a readable video file")
     student, description = load_student(Path(args.checkpoint))
     spec = clip_spec(description, args.checkpoint)
+    class_names(description, args.checkpoint)  # stored in the export: checked first
     clip, what = export.decoded_clip(description, Path(args.video) if args.video else None)
     runtime = {"onnx": "ONNX Runtime", "torchscript": "TorchScript"}[args.format]
     eager = export.eager_runner(student)
@@ -513,6 +529,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised like Ctrl-C so that every temporary file is cleaned up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -521,6 +549,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="vidkd: %(message)s", stream=sys.stderr,
     )
+    if argv is None and threading.current_thread() is threading.main_thread():
+        # the `vidkd` process itself (not a caller's): a kill, a closed terminal or a
+        # scheduler's stop unwinds like Ctrl-C, so no half-written temporary stays behind
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(number) is signal.SIG_DFL:  # `nohup` ignores SIGHUP: keep that
+                signal.signal(number, _terminate)
     try:
         return args.func(args)
     except VidkdError as error:
@@ -529,11 +563,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `vidkd check DIR | head`: the reader has gone; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         again = {"compare": "; the same `vidkd compare` command continues where it stopped",
                  "train": "; `vidkd train --resume` continues from the last checkpoint"}
         print(f"vidkd: interrupted{again.get(args.command, '')}", file=sys.stderr)
-        return 130
+        return 128 + getattr(error, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

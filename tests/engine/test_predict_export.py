@@ -366,3 +366,168 @@ def test_an_export_that_fails_its_check_is_not_written(tmp_path, student_file, c
     out_text = capsys.readouterr()
     assert "reproduces" not in out_text.out and "not finite" in out_text.err
     assert not fresh.exists() and not any(name.endswith(".tmp") for name in os.listdir(tmp_path))
+
+
+def _edited_student(student_file, tmp_path, name, edit_description=None, edit_weights=None):
+    """A copy of the student with its stored description or weights changed by hand."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(student_file), "pt") as handle:
+        description = json.loads(handle.metadata()["vidkd"])
+    weights = load_file(str(student_file))
+    if edit_description:
+        edit_description(description)
+    if edit_weights:
+        edit_weights(weights)
+    path = tmp_path / f"{name}.safetensors"
+    save_file(weights, str(path), metadata={"vidkd": json.dumps(description)})
+    return path
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("few_classes", "lists 2 class names for 3 outputs"),
+    ("classes_text", "lists no class names for 3 outputs"),
+    ("stride_0", "frame_stride=0, outside 1..1024"),
+    ("clip_len_0", "clip_len=0, outside"),
+    ("crop_negative", "crop_size=-5, outside 4.."),
+    ("clip_len_huge", "clip_len=100000, outside"),
+    ("nan_weights", "outputs are not finite"),
+])
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_a_damaged_student_is_one_line(tmp_path, student_file, capsys, case, expect, command):
+    """Each was a traceback (IndexError, ZeroDivisionError, a negative tensor size), an
+    out-of-memory kill, or, for export, a file with 3 logits and 2 class names."""
+    edits = {
+        "few_classes": ({"classes": ["a", "b"]}, None),
+        "classes_text": ({"classes": "abc"}, None),
+        "stride_0": ({"frame_stride": 0}, None),
+        "clip_len_0": ({"clip_len": 0}, None),
+        "crop_negative": ({"crop_size": -5}, None),
+        "clip_len_huge": ({"clip_len": 100000}, None),
+        "nan_weights": ({}, lambda w: w["fc.bias"].__setitem__(0, float("nan"))),
+    }
+    changes, weights = edits[case]
+    path = _edited_student(student_file, tmp_path, case, lambda d: d.update(changes), weights)
+    video = make_video(tmp_path / "v.mp4", 1)
+    out_file = tmp_path / "s.pt"
+    argv = (["predict", str(path), str(video)] if command == "predict" else
+            ["export", str(path), "--format", "torchscript", "--out", str(out_file), "--repeats", "1"])
+    code, out, err = run_cli(capsys, *argv)
+    if case == "nan_weights" and command == "export":
+        assert code == 1 and "not finite" in err and not out_file.exists()
+        return
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
+    assert len(lines) == 1 and expect in lines[0] and str(path) in lines[0], err
+    assert "Traceback" not in err and not out_file.exists()
+
+
+def test_predict_names_odd_files_on_one_line_and_never_waits_on_a_fifo(tmp_path, student_file, capsys):
+    """A FIFO given as a video hung predict for ever; a newline in a name split its line; a
+    name that is not UTF-8 went into the JSON as lone surrogates that strict readers refuse;
+    duplicate class names all got index 0."""
+    named = _edited_student(student_file, tmp_path, "dup", lambda d: d.update(classes=["x", "x", "y"]))
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "odd\nname.mp4", 1)
+    make_video(videos / os.fsdecode(b"bad\xffname.mp4"), 2)
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    (videos / "empty.mp4").write_bytes(b"")
+    out_json = tmp_path / "p.json"
+    code, out, err = run_cli(capsys, "predict", str(named), str(fifo), str(videos), "--json",
+                             str(out_json), "--top", "3")
+    assert code == 1, out + err
+    assert f"{fifo}: unreadable: not a regular file" in out
+    assert "odd\\nname.mp4" in out and "bad\\xffname.mp4" in out
+    assert "empty.mp4: unreadable: empty file (0 bytes)" in out
+    report = json.loads(out_json.read_text(encoding="utf-8"), parse_constant=float)
+    paths = [entry["path"] for entry in report["videos"]]
+    assert any(p.endswith("odd\nname.mp4") for p in paths)  # JSON holds a newline as it is
+    assert any(p.endswith("bad\\xffname.mp4") for p in paths)
+    for entry in report["videos"]:
+        if entry["ok"]:
+            assert sorted(item["index"] for item in entry["top"]) == [0, 1, 2]
+
+
+def test_predict_many_clips_in_chunks_equals_one_batch(student_file, tmp_path):
+    """--clips up to 1000 went through the network in one batch (24 GB for a ResNet-18)."""
+    from vidkd.engine import predict
+
+    model, _ = load_student(student_file)
+    model.eval()
+    clips = torch.randint(0, 256, (19, 4, 32, 32, 3), dtype=torch.uint8)  # 8 + 8 + 3
+    with torch.no_grad():
+        logits = model(to_model_input(clips, torch.device("cpu"), channels_last=False))
+    expected = logits.softmax(dim=1).mean(dim=0)
+    got = predict.video_probabilities(model, clips, torch.device("cpu"))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case, expect", [
+    ("run_folder", "is a folder; pass the student file a run ships"),
+    ("training_checkpoint", "is a training checkpoint, not a student file"),
+    ("cpu_1", "--device='cpu:1' is not a device"),
+    ("clips_first", "--clips 0"),
+    ("video_folder", "is a folder of videos, not one video"),
+    ("broken_onnxruntime", "onnxruntime is installed but does not import"),
+])
+def test_messages_name_the_real_problem(tmp_path, student_file, capsys, monkeypatch, case, expect):
+    video = make_video(tmp_path / "v.mp4", 1)
+    argv = ["predict", str(student_file), str(video)]
+    if case == "run_folder":
+        argv[1] = str(tmp_path)
+    elif case == "training_checkpoint":
+        checkpoint = tmp_path / "checkpoints" / "epoch_0001"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "state.pt").write_bytes(b"x")
+        from safetensors.torch import load_file, save_file
+
+        save_file(load_file(str(student_file)), str(checkpoint / "model.safetensors"))
+        argv[1] = str(checkpoint / "model.safetensors")
+    elif case == "cpu_1":
+        argv += ["--device", "cpu:1"]
+    elif case == "clips_first":
+        argv = ["predict", str(tmp_path / "missing.safetensors"), str(video), "--clips", "0"]
+    elif case == "video_folder":
+        argv = ["export", str(student_file), "--format", "torchscript", "--out", str(tmp_path / "s.pt"),
+                "--video", str(tmp_path)]
+    else:
+        pytest.importorskip("onnxruntime")
+        fake = tmp_path / "fake" / "onnxruntime"
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text('raise ImportError("libonnxruntime.so.1: cannot open")\n')
+        monkeypatch.syspath_prepend(str(tmp_path / "fake"))
+        monkeypatch.delitem(sys.modules, "onnxruntime", raising=False)
+        argv = ["export", str(student_file), "--format", "onnx", "--out", str(tmp_path / "s.onnx")]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, out + err
+    lines = [line for line in err.splitlines() if line.startswith("vidkd: error:")]
+    assert len(lines) == 1 and expect in lines[0], err
+
+
+def test_a_terminated_export_leaves_no_temporary(tmp_path, student_file):
+    """SIGTERM (a scheduler's stop, `kill`) while the file was written left an 84 MB hidden
+    temporary beside --out; Ctrl-C did not. Both unwind alike now (exit 128 + 15)."""
+    import subprocess
+
+    out = tmp_path / "shipped" / "s.pt"
+    script = f"""
+import os, signal, sys, time
+from vidkd.cli import main
+from vidkd.engine import export
+real = export.export_torchscript
+def killed_while_writing(model, description, path):
+    real(model, description, path)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+export.export_torchscript = killed_while_writing
+sys.argv = ["vidkd", "export", {str(student_file)!r}, "--format", "torchscript", "--out", {str(out)!r}]
+sys.exit(main())
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "vidkd: interrupted" in done.stderr and "Traceback" not in done.stderr
+    assert os.listdir(out.parent) == []

@@ -81,6 +81,11 @@ class VideoReader:
     def __init__(self, path: str | Path, short_side: int | None = None, threads: int = 1) -> None:
         self.path = Path(path)
         try:
+            if self.path.stat().st_size == 0:
+                raise DecodeError("empty file (0 bytes)")
+        except OSError:
+            pass  # av.open names the problem
+        try:
             self._container = av.open(str(self.path))
         except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
             raise DecodeError(f"cannot open: {error}") from error

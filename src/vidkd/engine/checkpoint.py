@@ -267,7 +267,11 @@ def read_student_description(path: Path) -> dict[str, Any]:
     """The model description stored in a student file's metadata."""
     from safetensors import safe_open
 
-    if not Path(path).is_file():
+    path = Path(path)
+    if path.is_dir():
+        raise VidkdError(f"checkpoint {path} is a folder; pass the student file a run ships, e.g. "
+                         f"{path / 'best_student.safetensors'}")
+    if not path.is_file():
         raise VidkdError(f"checkpoint {path} not found; pass a student.safetensors written by `vidkd train`")
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -278,6 +282,9 @@ def read_student_description(path: Path) -> dict[str, Any]:
             "pass a student.safetensors written by `vidkd train`"
         ) from None
     if "vidkd" not in metadata:
+        if (path.parent / "state.pt").is_file():  # checkpoints/epoch_NNNN/model.safetensors
+            raise VidkdError(f"{path} is a training checkpoint, not a student file; pass the run's "
+                             "best_student.safetensors or student.safetensors")
         raise VidkdError(f"{path} has no vidkd metadata; it was not written by `vidkd train`")
     try:
         description = json.loads(metadata["vidkd"])

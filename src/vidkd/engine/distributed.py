@@ -30,17 +30,20 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local GPU when there is one, else the CPU."""
+def resolve_device(preference: str, local_rank: int = 0, option: str = "train.device") -> torch.device:
+    """``auto`` -> the local GPU when there is one, else the CPU. ``option`` names where the
+    value came from in messages (``train.device``, or ``--device`` of predict)."""
+    fix = "--set train.device=" if option == "train.device" else f"{option} "
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(preference)
     except RuntimeError:
         device = None
-    if device is None or device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: not supported
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        # mps, xpu, meta...: not supported; cpu:1 names no device torch can load onto
         raise VidkdError(
-            f"train.device={preference!r} is not a device vidkd runs on; use auto, cpu, cuda or cuda:N"
+            f"{option}={preference!r} is not a device vidkd runs on; use auto, cpu, cuda or cuda:N"
         )
     if device.type == "cuda":
         if device.index is None:
@@ -49,8 +52,8 @@ def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
         if device.index >= count:
             found = "no CUDA GPU is visible" if count == 0 else f"only {count} CUDA GPU(s) are visible"
             raise VidkdError(
-                f"train.device={preference} asks for GPU {device.index} but {found} "
-                f"(torch {torch.__version__}); use --set train.device=cpu (or auto)"
+                f"{option}={preference} asks for GPU {device.index} but {found} "
+                f"(torch {torch.__version__}); use {fix}cpu (or auto)"
             )
     return device
 

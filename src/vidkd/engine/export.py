@@ -38,14 +38,17 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 def require_onnx() -> None:
     """One line saying what to install when onnx or onnxruntime is missing."""
-    missing = []
+    import importlib.util
+
+    missing = [module for module in ("onnx", "onnxruntime") if importlib.util.find_spec(module) is None]
+    if missing:
+        raise VidkdError(f"--format onnx needs {' and '.join(missing)}: {INSTALL_HINT}")
     for module in ("onnx", "onnxruntime"):
         try:
             __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise VidkdError(f"--format onnx needs {' and '.join(missing)}: {INSTALL_HINT}")
+        except ImportError as error:  # installed, but broken: say why, not "install it"
+            raise VidkdError(f"--format onnx: {module} is installed but does not import ({error}); "
+                             "reinstall it for this Python") from None
 
 
 def input_protocol(description: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +268,11 @@ def decoded_clip(description: dict[str, Any], video: Path | None) -> tuple[torch
 
     spec = clip_spec(description)
     if video is not None:
+        from vidkd.data.index.walk import _is_frame_folder
+
+        if video.is_dir() and not _is_frame_folder(video):
+            raise VidkdError(f"--video {video} is a folder of videos, not one video; pass one video "
+                             "file (or a folder of frame images)")
         try:
             clips = read_clips(video, spec, 1)
         except DecodeError as error:
