@@ -108,8 +108,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def json_output(path: str | None, command: str, before: frozenset[str]) -> Path | None:
     """The checked ``--json`` path of ``vidkd COMMAND`` (None without ``--json``)."""
-    if not path:
+    if path is None:
         return None
+    if not path.strip():
+        raise VidkdError("--json '': pass a file name, or leave --json out")
     return check_output(path, "--json", json_written_by(f"vidkd {command}", before),
                         f"a `vidkd {command}` JSON report")
 

@@ -404,3 +404,25 @@ def test_the_pass_is_compiled_on_a_gpu_and_under_train_compile() -> None:
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert compiled_on(gpu, False) and compiled_on(gpu, True) and compiled_on(cpu, True)
     assert not compiled_on(cpu, False)
+
+
+def test_training_and_bench_choose_compilation_by_device(tmp_path, synthetic_cache, tiny_config,
+                                                          monkeypatch):
+    """Both build their augmentation through ``compiled_on(device, train.compile)``: a call
+    site that went back to ``train.compile`` alone would run the eager pass on GPUs."""
+    from conftest import tiny_bench
+
+    import vidkd.engine.bench as bench_module
+    import vidkd.engine.train as train_module
+    from vidkd.config import config_from_dict
+
+    for module in (train_module, bench_module):
+        calls: list[tuple[str, bool]] = []
+        monkeypatch.setattr(module, "compiled_on",
+                            lambda device, flag, calls=calls: calls.append((device.type, flag)) or False)
+        values = tiny_config(synthetic_cache, tmp_path / module.__name__, train={"epochs": 1})
+        if module is train_module:
+            train_module.train(config_from_dict(values), progress=False)
+        else:
+            tiny_bench(tmp_path, values)
+        assert calls and set(calls) == {("cpu", False)}, module.__name__

@@ -531,3 +531,9 @@ sys.exit(main())
     assert done.returncode == 143, done.stderr[-2000:]
     assert "vidkd: interrupted" in done.stderr and "Traceback" not in done.stderr
     assert os.listdir(out.parent) == []
+
+
+def test_an_empty_json_name_is_refused_not_ignored(tmp_path, student_file, capsys):
+    video = make_video(tmp_path / "v.mp4", 1)
+    code, _, err = run_cli(capsys, "predict", str(student_file), str(video), "--json", "")
+    assert code == 2 and "--json ''" in err
