@@ -426,6 +426,12 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
+#: loss weights a method takes where its config leaves them out, when they are not
+#: MethodConfig's own (the tau 10, alpha 0.1 of kd, self_kd and skd_srl): SPEC "Methods" 6,
+#: FRSKD's code. ``methods/frskd.py`` uses the same numbers (a test checks).
+METHOD_DEFAULTS: dict[str, dict[str, float]] = {"frskd": {"tau": 4.0, "alpha": 2.0, "beta": 100.0}}
+
+
 def config_from_dict(
     values: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None
 ) -> ExperimentConfig:
@@ -433,6 +439,10 @@ def config_from_dict(
     tree = dict(values)
     for key, value in parse_overrides(overrides or []):
         _set_path(tree, key, value)
+    method = tree.get("method")
+    name = method.get("name") if isinstance(method, dict) else None
+    if isinstance(name, str) and name in METHOD_DEFAULTS:  # the method's own, not SKD-SRL's
+        tree["method"] = {**METHOD_DEFAULTS[name], **method}
     config = _build(ExperimentConfig, tree, "", source)
     check_values(config, source)
     return config

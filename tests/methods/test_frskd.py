@@ -407,3 +407,23 @@ def test_engine_run_ships_a_student_equal_to_method_student(tmp_path, synthetic_
     clips = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(student(clips), method.student(clips), rtol=0, atol=0)
+
+
+def test_a_config_that_names_frskd_alone_gets_frskds_weights():
+    """MethodConfig's defaults are SKD-SRL's (tau 10, alpha 0.1, beta 1): `method: {name:
+    frskd}` trained FRSKD with them, a distillation 20x weaker than SPEC's tau 4, alpha 2,
+    beta 100. Values a config gives still win."""
+    import inspect
+
+    from vidkd.config import METHOD_DEFAULTS, config_from_dict
+    from vidkd.methods.frskd import FRSKD
+
+    plain = config_from_dict({"method": {"name": "frskd"}}).method
+    assert (plain.tau, plain.alpha, plain.beta) == (4.0, 2.0, 100.0)
+    chosen = config_from_dict({"method": {"name": "frskd", "beta": 10.0}}).method
+    assert (chosen.tau, chosen.beta) == (4.0, 10.0)
+    switched = config_from_dict({"method": {"name": "skd_srl"}}, overrides=["method.name=frskd"]).method
+    assert switched.alpha == 2.0
+    assert config_from_dict({"method": {"name": "skd_srl"}}).method.tau == 10.0
+    defaults = inspect.signature(FRSKD.__init__).parameters
+    assert {k: defaults[k].default for k in ("tau", "alpha", "beta")} == METHOD_DEFAULTS["frskd"]

@@ -31,6 +31,8 @@ here L_rec runs the decoder with detached weights); both CVAEs see the student's
 attention and share one noise draw. The student's 1x1x1 adapter (when the widths differ)
 lifts F_s to the teacher's width, so A_s and A_t, F-hat_s and F-hat_t have one shape. The
 shipped student keeps encoder, adapter, attention and classifier; the CVAE is training-only.
+One deviation: the authors train the student CVAE with Adam (lr 1e-4), here it shares the
+run's SGD (``optim.*``) with the network, so that one optimizer state is checkpointed.
 """
 
 from __future__ import annotations
