@@ -230,8 +230,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         shown = escape_path(str(prediction.path))  # one line, whatever the name holds
         if prediction.error is not None:
             failed += 1
-            print(f"{shown}: unreadable: {prediction.error}")
-            records.append({"path": _json_path(prediction.path), "ok": False, "error": prediction.error})
+            print(f"{shown}: unreadable: {escape_path(prediction.error)}")
+            records.append({"path": _json_path(prediction.path), "ok": False,
+                            "error": _json_path(prediction.error)})
             continue
         top = prediction.top(classes, args.top)
         print(shown)
@@ -252,9 +253,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _json_path(path: Path) -> str:
-    """A path for a JSON report: as it is, unless its name is not UTF-8 (a strict JSON reader
-    refuses the lone surrogates), then escaped as in `vidkd check` reports (``\\xNN``)."""
+def _json_path(path: Path | str) -> str:
+    """A path (or a message naming one) for a JSON report: as it is, unless it holds a name
+    that is not UTF-8 (a strict JSON reader refuses the lone surrogates), then escaped as
+    in `vidkd check` reports (``\\xNN``)."""
     text = str(path)
     try:
         text.encode("utf-8")
@@ -290,7 +292,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         runner = export.load_runner(written, args.format)
         stored = export.read_metadata(written, args.format)
         low, high = stored["input_range"]
-        print(f"{args.checkpoint} -> {escape_path(str(out))} ({args.format}, "
+        print(f"{escape_path(args.checkpoint)} -> {escape_path(str(out))} ({args.format}, "
               f"{written.stat().st_size / 2**20:.2f} MiB): input N x 3 x {spec.clip_len} x "
               f"{spec.crop_size} x {spec.crop_size} in [{low:g}, {high:g}] (dynamic N), "
               f"{len(stored['classes'])} classes; protocol stored in the file's metadata")
@@ -306,11 +308,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         kept = f"{escape_path(str(out))} was not written" + (" (the earlier file is kept)"
                                                              if out.exists() else "")
         if not all(math.isfinite(d) for d in differences):
-            raise export.ParityError(f"the logits are not finite (NaN or inf) in PyTorch or {runtime}: the "
-                             f"student's weights are damaged; {kept}")
+            raise export.ParityError(f"the logits are not finite (NaN or inf) in PyTorch or "
+                                     f"{runtime}: the student's weights are damaged; {kept}")
         if max(differences) > args.atol:
             raise export.ParityError(f"{runtime} differs from PyTorch by {max(differences):.2e} > "
-                             f"{args.atol:g}; {kept}")
+                                     f"{args.atol:g}; {kept}")
         exported.append((runner, max(differences)))
 
     try:
@@ -551,12 +553,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="vidkd: %(message)s", stream=sys.stderr,
     )
+    handlers = {}
     if argv is None and threading.current_thread() is threading.main_thread():
         # the `vidkd` process itself (not a caller's): a kill, a closed terminal or a
         # scheduler's stop unwinds like Ctrl-C, so no half-written temporary stays behind
         for number in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(number) is signal.SIG_DFL:  # `nohup` ignores SIGHUP: keep that
-                signal.signal(number, _terminate)
+                handlers[number] = signal.signal(number, _terminate)
+    try:
+        return _run(args)
+    finally:
+        for number, previous in handlers.items():
+            signal.signal(number, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The subcommand, with vidkd's errors, a closed pipe and interrupts as one line each."""
     try:
         return args.func(args)
     except VidkdError as error:

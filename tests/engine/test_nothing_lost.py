@@ -241,6 +241,41 @@ def test_a_complete_last_record_without_newline_is_not_glued_to_the_next(tmp_pat
     assert log.path.read_text() == "\n".join(records) + "\n"
 
 
+def test_an_empty_path_field_is_no_path_on_resume_from_another_folder(
+    tmp_path, synthetic_cache, tiny_config, monkeypatch
+):
+    """`data.skip_list: ""` (unset) read as "." from two working directories: the resume
+    was refused as a change of the data."""
+    values = tiny_config(synthetic_cache, tmp_path / "runs", train={"epochs": 1})
+    values["data"]["skip_list"] = ""
+    monkeypatch.chdir(tmp_path)
+    train(config_from_dict(values), progress=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    values["train"]["epochs"] = 2
+    summary = train(config_from_dict(values), resume=True, progress=False)
+    assert summary["history"][-1]["changed"] == {"train.epochs": [1, 2]}
+
+
+def test_a_frskd_run_from_before_its_own_defaults_says_how_to_continue(
+    tmp_path, synthetic_cache, tiny_config
+):
+    """A `method: {name: frskd}` run started when FRSKD took SKD-SRL's tau 10, alpha 0.1,
+    beta 1: its resume is refused (the weights would change mid-run), with the lines that
+    continue it as it was; they do."""
+    values = tiny_config(synthetic_cache, tmp_path, train={"epochs": 1}, method={
+        "name": "frskd", "tau": 10.0, "alpha": 0.1, "beta": 1.0})
+    train(config_from_dict(values), progress=False)
+    now = tiny_config(synthetic_cache, tmp_path, train={"epochs": 2}, method={"name": "frskd"})
+    with pytest.raises(VidkdError) as error:
+        train(config_from_dict(now), resume=True, progress=False)
+    message = str(error.value)
+    assert "method.tau: 10.0 -> 4.0" in message and "--force" not in message
+    assert "add `alpha: 0.1, beta: 1.0, tau: 10.0` under `method:`" in message
+    now["method"].update(tau=10.0, alpha=0.1, beta=1.0)
+    train(config_from_dict(now), resume=True, progress=False)
+
+
 def test_a_forced_resume_with_another_batch_keeps_the_finished_epochs_log(
     tmp_path, synthetic_cache, tiny_config
 ):
@@ -645,7 +680,8 @@ def test_no_run_inside_another_and_overwrite_spares_a_nested_run(tmp_path, synth
     # nor through train.out_dir (or a compare's --out) inside the run: only the folders
     # between out_dir and the run were looked at
     below = config_from_dict(tiny_config(synthetic_cache, tmp_path / "ref" / "sub", name="child"))
-    with pytest.raises(VidkdError, match=f"would sit inside the vidkd run {tmp_path / 'ref'}"):
+    with pytest.raises(VidkdError, match=f"would sit inside the vidkd run {tmp_path / 'ref'}.*"
+                                         "write the run somewhere else"):
         train(below, progress=False)
     assert not (tmp_path / "ref" / "sub").exists()
     import yaml
@@ -656,6 +692,15 @@ def test_no_run_inside_another_and_overwrite_spares_a_nested_run(tmp_path, synth
     row.write_text(yaml.safe_dump(tiny_config(synthetic_cache, tmp_path, name="row")))
     assert main(["compare", "-q", str(row), "--seeds", "0", "--out", str(tmp_path / "ref" / "cmp")]) == 2
     assert not (tmp_path / "ref" / "cmp").exists()
+    # a project folder above out_dir that merely looks like an old-layout run (its own
+    # config.yaml and checkpoints/) is no run: runs below it train
+    project = tmp_path / "project"
+    (project / "checkpoints").mkdir(parents=True)
+    (project / "config.yaml").write_text((tmp_path / "ref" / "config.yaml").read_text())
+    inside = config_from_dict(tiny_config(synthetic_cache, project / "runs", name="p1",
+                                          train={"epochs": 1}))
+    train(inside, progress=False)
+    assert (project / "runs" / "p1" / "student.safetensors").is_file()
     # a run that got there anyway (moved in by hand) is never deleted with the outer one
     (tmp_path / "ref" / "child").mkdir()
     (tmp_path / "ref" / "child" / ".vidkd-run").touch()

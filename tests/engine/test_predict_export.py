@@ -432,6 +432,9 @@ def test_predict_names_odd_files_on_one_line_and_never_waits_on_a_fifo(tmp_path,
     videos.mkdir()
     make_video(videos / "odd\nname.mp4", 1)
     make_video(videos / os.fsdecode(b"bad\xffname.mp4"), 2)
+    frames = videos / "frames"  # a frame folder whose bad frame's name is not UTF-8
+    frames.mkdir()
+    (frames / os.fsdecode(b"img_00001\xff.jpg")).write_bytes(b"junk")
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
     (videos / "empty.mp4").write_bytes(b"")
@@ -446,6 +449,9 @@ def test_predict_names_odd_files_on_one_line_and_never_waits_on_a_fifo(tmp_path,
     paths = [entry["path"] for entry in report["videos"]]
     assert any(p.endswith("odd\nname.mp4") for p in paths)  # JSON holds a newline as it is
     assert any(p.endswith("bad\\xffname.mp4") for p in paths)
+    errors = [entry["error"] for entry in report["videos"] if not entry["ok"]]
+    assert all(error.encode("utf-8") for error in errors)  # no lone surrogate in the report
+    assert "\udcff" not in out and "img_00001\\xff.jpg" in out
     for entry in report["videos"]:
         if entry["ok"]:
             assert sorted(item["index"] for item in entry["top"]) == [0, 1, 2]

@@ -26,6 +26,7 @@ from vidkd.engine.rundir import (
     config_differences,
     holds_files,
     is_vidkd_run,
+    moved_defaults,
     resolve_run_dir,
 )
 from vidkd.errors import VidkdError
@@ -289,12 +290,16 @@ def run_plan(plan: Plan, train_fn: TrainFn | None = None, progress: bool = True)
     for run in plan.runs:
         if run.finished:
             results = read_results(run.run_dir)
-            changed = _settings_changed(results.get("config", {}), config_to_dict(run.cfg),
-                                        results.get("cwd"))
+            stored = results.get("config", {})
+            changed = _settings_changed(stored, config_to_dict(run.cfg), results.get("cwd"))
             if changed:
+                differences = config_differences(stored, config_to_dict(run.cfg),
+                                                 config_to_dict(ExperimentConfig()), results.get("cwd"))
+                moved = moved_defaults(stored, {k: v for k, v in differences.items()
+                                                if not _matches(k, FREE)})
                 raise VidkdError(
-                    f"{run.run_dir} finished with other settings ({'; '.join(changed[:4])}); "
-                    f"delete that run to retrain it, or write the compare to another --out"
+                    f"{run.run_dir} finished with other settings ({'; '.join(changed[:4])})"
+                    + (moved or "; delete that run to retrain it, or write the compare to another --out")
                 )
         elif holds_files(run.run_dir) and not is_vidkd_run(run.run_dir):
             raise VidkdError(

@@ -25,7 +25,7 @@ from vidkd.data.index.walk import _is_frame_folder
 from vidkd.data.records import VideoRecord
 from vidkd.data.transforms import to_model_input
 from vidkd.errors import VidkdError
-from vidkd.files import is_special
+from vidkd.files import escape_path, is_special
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ def predict_videos(
             continue
         probabilities = video_probabilities(model, clips, device)
         if not torch.isfinite(probabilities).all():
-            raise VidkdError(f"{source}: the network's outputs are not finite (NaN or inf) on {path}; "
+            raise VidkdError(f"{source}: the network's outputs are not finite (NaN or inf) on "
+                             f"{escape_path(str(path))}; "
                              "its weights are damaged, ship it again from its run directory")
         yield Prediction(path, probabilities.tolist())
 

@@ -54,11 +54,14 @@ def resolve_run_dir(out_dir: str | Path, name: str) -> Path:
         raise VidkdError(
             f"run directory {run_dir} leads outside {base} (through a symbolic link); {fix}"
         )
-    outer = enclosing_run(run_dir)
+    outer = enclosing_run(run_dir, base)
     if outer is not None:
+        where = fix
+        if outer == real_base or outer in real_base.parents:  # the name cannot help: the folder can
+            where = f"write the run somewhere else (train.out_dir, or compare's --out), outside {outer}"
         raise VidkdError(
             f"run directory {run_dir} would sit inside the vidkd run {outer}, whose --overwrite "
-            f"would delete it; {fix}"
+            f"would delete it; {where}"
         )
     return run_dir
 
@@ -86,11 +89,17 @@ def is_vidkd_run(path: Path) -> bool:
     )
 
 
-def enclosing_run(run_dir: Path) -> Path | None:
-    """The vidkd run that ``run_dir`` would sit inside, if any: any folder above it, as far
-    as the root (``train.out_dir`` may itself lie inside a run, and so may a compare's)."""
+def enclosing_run(run_dir: Path, out_dir: Path) -> Path | None:
+    """The vidkd run that ``run_dir`` would sit inside, if any: a folder between it and
+    ``out_dir``, or ``out_dir`` or a folder above it that holds a run marker
+    (``train.out_dir`` may itself lie inside a run, and so may a compare's ``--out``).
+    Above ``out_dir`` only the marker counts: a project folder with a ``config.yaml`` and a
+    ``checkpoints/`` of its own is not taken for a run of the older layout."""
+    base = out_dir.resolve()
+    below = True
     for parent in run_dir.resolve().parents:
-        if is_vidkd_run(parent):
+        below = below and parent != base
+        if (parent / MARKER).is_file() or (below and is_vidkd_run(parent)):
             return parent
     return None
 
@@ -247,8 +256,8 @@ def _same_path(stored: Any, new: Any, stored_cwd: str | None) -> bool | None:
     ``stored_cwd`` (the working directory of the run that wrote it), ``new`` relative to
     this process's. ``None`` when that cannot be told (a path that no longer exists, or
     a relative stored path from a run that did not record its directory): the text decides."""
-    if not (isinstance(stored, str) and isinstance(new, str)):
-        return None
+    if not (isinstance(stored, str) and isinstance(new, str)) or not stored or not new:
+        return None  # no path ("" is unset): the text decides
     was, now = Path(stored).expanduser(), Path(new).expanduser()
     if not was.is_absolute():
         if stored_cwd is None:
@@ -312,7 +321,27 @@ def resume_changes(
         raise VidkdError(
             "--resume: the config differs from the stored run in "
             + ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in guarded)
-            + "; undo the change, or pass --force to continue with it (it is recorded in the "
-            "run's history.jsonl)"
+            + (moved_defaults(stored, {k: changed[k] for k in guarded}) or "; undo the change, or pass --force to continue "
+               "with it (it is recorded in the run's history.jsonl)")
         )
     return changed
+
+
+def moved_defaults(stored: dict[str, Any], changed: dict[str, list[Any]]) -> str:
+    """The fix, when every change is a loss weight that a config left out and whose default
+    changed since the run started (FRSKD took SKD-SRL's tau 10, alpha 0.1, beta 1 until it
+    got its own, :data:`vidkd.config.METHOD_DEFAULTS`); "" otherwise."""
+    from vidkd.config import METHOD_DEFAULTS, MethodConfig
+
+    name = stored.get("method", {}).get("name") if isinstance(stored.get("method"), dict) else None
+    own = METHOD_DEFAULTS.get(name) if isinstance(name, str) else None
+    if not own or not changed:
+        return ""
+    generic = MethodConfig()
+    keys = {f"method.{key}": key for key in own}
+    if not all(k in keys and was == getattr(generic, keys[k]) and now == own[keys[k]]
+               for k, (was, now) in changed.items()):
+        return ""
+    lines = ", ".join(f"{keys[k]}: {was}" for k, (was, _) in changed.items())
+    return (f"; the run started when {name} took these defaults, it now has its own: to "
+            f"continue it as it was, add `{lines}` under `method:` in its config")
