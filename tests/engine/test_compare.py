@@ -415,3 +415,9 @@ def test_two_runs_of_one_name_keep_a_row_and_a_plot_each(tmp_path, synthetic_cac
     assert len(plots) == 2, plots
     table = (tmp_path / "cmp" / "results.md").read_text()
     assert f"same ({runs[0]})" in table and f"same ({runs[1]})" in table
+    # the same --out for one of them: the other row's plot goes (it no longer matched the
+    # table), a PNG the compare did not list stays
+    (tmp_path / "cmp" / "confusion-mine.png").write_bytes(b"user's")
+    assert main(["compare", str(runs[0]), "--out", str(tmp_path / "cmp"), "-q"]) == 0
+    left = sorted(path.name for path in (tmp_path / "cmp").glob("confusion-*.png"))
+    assert left == ["confusion-mine.png", "confusion-same.png"], left

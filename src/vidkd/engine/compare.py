@@ -384,6 +384,25 @@ def write_report(
                 f"{result.video_top1:.2f}% ({result.protocol})", out_dir / name,
             )
             names.append(name)
+    earlier = _listed_plots(out_dir / "results.md")
     atomic_write_text(out_dir / "results.csv", results_csv(rows))
     atomic_write_text(out_dir / "results.md", markdown_report(rows, command, names))
+    for name in sorted(earlier - set(names)):  # an earlier compare's plot of a row not here
+        stale = out_dir / name
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink()
+            log.info("compare: removed %s (its row is not in this compare)", stale)
     return [out_dir / "results.md", out_dir / "results.csv", *(out_dir / n for n in names)]
+
+
+def _listed_plots(results_md: Path) -> set[str]:
+    """The confusion plots that an earlier ``vidkd compare`` listed as its own files in this
+    ``results.md`` (nothing, for a file it did not write)."""
+    try:
+        text = results_md.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    if not text.startswith("# vidkd compare\n") or "\n## Files\n" not in text:
+        return set()
+    files = text.split("\n## Files\n", 1)[1]
+    return set(re.findall(r"^- `(confusion-[^`/\\]+\.png)`$", files, flags=re.MULTILINE))
