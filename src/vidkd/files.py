@@ -135,8 +135,9 @@ def check_writable(path: str | Path, option: str) -> Path:
     An existing file must be writable (it is opened for appending, which changes
     nothing), and so must the folder of the file a symbolic link leads to, where
     :func:`atomic_write_text` puts its temporary file: a probe file is created and removed
-    there. For a new file the nearest existing parent must be a directory; missing parent
-    folders are created.
+    there. For a new file the nearest existing parent must be a directory where a file can
+    be created (probed the same way); missing folders below it are created only when the
+    output is written (:func:`atomic_write`), so a command that fails first leaves none.
     """
     path = Path(path).expanduser()
     fix = f"pass a writable file path to {option}"
@@ -158,8 +159,7 @@ def check_writable(path: str | Path, option: str) -> Path:
             parent = parent.parent
         if not parent.is_dir():
             raise VidkdError(f"{option} {path}: {parent} is not a directory: {fix}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=target.parent)
+        handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=parent)
         os.close(handle)
         os.unlink(probe)
     except OSError as error:
@@ -301,6 +301,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         write(path)
         return
     path = Path(os.path.realpath(path))
+    path.parent.mkdir(parents=True, exist_ok=True)  # an output's new folders, made at last
     tmp = temporary_beside(path)
     try:
         write(tmp)

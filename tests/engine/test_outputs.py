@@ -233,7 +233,10 @@ def test_shipped_weights_get_the_umask_mode_not_safetensors_0600(tmp_path):
 def test_a_home_relative_output_path_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     path = check_output("~/reports/eval.json", "--json", json_written_by("vidkd eval"), "x")
-    assert path == tmp_path / "home" / "reports" / "eval.json" and path.parent.is_dir()
+    assert path == tmp_path / "home" / "reports" / "eval.json"
+    assert not (tmp_path / "home").exists()  # made when the report is written, not before
+    atomic_write_text(path, "{}")
+    assert path.read_text() == "{}"
 
 
 def test_impossible_paths_are_one_line(tmp_path):

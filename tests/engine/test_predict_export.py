@@ -324,7 +324,7 @@ def test_export_to_a_full_disk_is_refused_before_writing(tmp_path, student_file,
     monkeypatch.setattr(export.shutil, "disk_usage", lambda _: Usage())
     with pytest.raises(VidkdError, match=r"the export needs about [0-9.]+ MiB and [0-9.]+ MiB are free"):
         export.export_student(student, description, "torchscript", tmp_path / "out" / "s.pt")
-    assert os.listdir(tmp_path / "out") == []
+    assert not (tmp_path / "out").exists()  # nothing written, not even its folder
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
@@ -543,3 +543,20 @@ def test_an_empty_json_name_is_refused_not_ignored(tmp_path, student_file, capsy
     video = make_video(tmp_path / "v.mp4", 1)
     code, _, err = run_cli(capsys, "predict", str(student_file), str(video), "--json", "")
     assert code == 2 and "--json ''" in err
+
+
+def test_a_command_that_fails_leaves_no_folders_it_made_for_its_outputs(tmp_path, student_file, capsys):
+    """A truncated checkpoint with --out in new folders: the error came after the folders
+    for --out (and --json) were made, and they stayed."""
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(student_file.read_bytes()[:1000])
+    video = make_video(tmp_path / "v.mp4", 1)
+    code, _, _ = run_cli(capsys, "export", str(broken), "--format", "torchscript", "--out",
+                         str(tmp_path / "new" / "deeper" / "s.pt"))
+    assert code == 2 and not (tmp_path / "new").exists()
+    code, _, _ = run_cli(capsys, "predict", str(broken), str(video), "--json",
+                         str(tmp_path / "reports" / "p.json"))
+    assert code == 2 and not (tmp_path / "reports").exists()
+    code, _, _ = run_cli(capsys, "predict", str(student_file), str(video), "--json",
+                         str(tmp_path / "reports" / "p.json"))
+    assert code == 0 and json.loads((tmp_path / "reports" / "p.json").read_text())["failed"] == 0

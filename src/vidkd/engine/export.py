@@ -162,9 +162,11 @@ def export_student(
     if is_special(out):  # the file is read back for the parity check
         raise VidkdError(f"--out {out} is not a regular file: pass a file path")
     out = Path(os.path.realpath(out))  # a symbolic link stays; the file it names is replaced
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = out.parent  # made by atomic_write, once the file is ready: measure its disk
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     needed = sum(t.numel() * t.element_size() for t in student.state_dict().values()) + (1 << 20)
-    free = shutil.disk_usage(out.parent).free
+    free = shutil.disk_usage(folder).free
     if free < needed:  # torch.jit.save aborts the process on a full disk, leaving its temporary
         raise VidkdError(f"--out {out}: the export needs about {needed / 2**20:.1f} MiB and "
                          f"{free / 2**20:.1f} MiB are free there; free some space or pass another path")
