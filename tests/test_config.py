@@ -309,3 +309,17 @@ def test_data_backend_was_removed_with_a_clear_error(tmp_path):
     # the value every earlier run wrote into its config.yaml still loads
     old_run = write(tmp_path, "data:\n  backend: video\n  clip_len: 8\n")
     assert load_config(old_run).data.clip_len == 8
+
+
+def test_a_bad_value_names_where_it_came_from():
+    """`vidkd eval RUN --set eval.test_clips=0` blamed RUN/config.yaml for the --set value."""
+    from vidkd.config import config_from_dict
+    from vidkd.errors import VidkdError
+
+    with pytest.raises(VidkdError, match=r"^--set: 'eval.test_clips' is 0"):
+        config_from_dict({}, source="runs/x/config.yaml", overrides=["eval.test_clips=0"])
+    with pytest.raises(VidkdError, match=r"^--set: 'data.clip_len' is 0"):
+        config_from_dict({}, source="runs/x/config.yaml", overrides=["data={clip_len: 0}"])
+    with pytest.raises(VidkdError, match=r"^runs/x/config.yaml: 'eval.test_clips' is 0"):
+        config_from_dict({"eval": {"test_clips": 0}}, source="runs/x/config.yaml",
+                         overrides=["train.epochs=3"])

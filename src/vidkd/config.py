@@ -437,14 +437,16 @@ def config_from_dict(
 ) -> ExperimentConfig:
     """Build a checked :class:`ExperimentConfig` from a nested dict plus ``--set`` overrides."""
     tree = dict(values)
+    overridden = set()
     for key, value in parse_overrides(overrides or []):
         _set_path(tree, key, value)
+        overridden.add(key)
     method = tree.get("method")
     name = method.get("name") if isinstance(method, dict) else None
     if isinstance(name, str) and name in METHOD_DEFAULTS:  # the method's own, not SKD-SRL's
         tree["method"] = {**METHOD_DEFAULTS[name], **method}
     config = _build(ExperimentConfig, tree, "", source)
-    check_values(config, source)
+    check_values(config, source, frozenset(overridden))
     return config
 
 
@@ -455,8 +457,10 @@ MAX_CLIPS, MAX_BATCH, MAX_WIDTH = 1000, 2**20, 2**16
 SYNTHETIC_CLASSES = 12  # len(vidkd.data.synthetic.CLASSES); tests check the two agree
 
 
-def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
-    """Reject values that would fail deep inside a run, naming the field and the valid range."""
+def check_values(cfg: ExperimentConfig, source: str = "<config>",
+                 overridden: frozenset[str] = frozenset()) -> None:
+    """Reject values that would fail deep inside a run, naming the field and the valid range,
+    and where it came from: ``source``, or ``--set`` for a field in ``overridden``."""
     d, s, m, mc, o, t = cfg.data, cfg.data.synthetic, cfg.model, cfg.method, cfg.optim, cfg.train
     rules: list[tuple[str, Any, bool, str]] = [
         ("data.clip_len", d.clip_len, d.clip_len >= 1, "at least 1"),
@@ -543,7 +547,9 @@ def check_values(cfg: ExperimentConfig, source: str = "<config>") -> None:
     ]
     for name, value, ok, requirement in rules:
         if not ok:
-            raise VidkdError(f"{source}: '{name}' is {show(value)}; it must be {requirement}")
+            origin = "--set" if any(name == key or name.startswith(key + ".") or key.startswith(name + ".")
+                                    for key in overridden) else source
+            raise VidkdError(f"{origin}: '{name}' is {show(value)}; it must be {requirement}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
