@@ -9,7 +9,10 @@
 #      baseline's bf16 step eager and under train.compile, then the training-step
 #      throughput of every method at the paper's input size, fp32 and bf16.
 # Usage: bash benchmarks/gpu_check.sh [OUT_DIR]   (PYTHONPATH=src, or vidkd installed;
-#        BENCH=0 skips step 4)
+#        BENCH=0 runs steps 1-3 alone, BENCH=only step 4 alone: two calls where one
+#        command may run 10 minutes at most, as on the lent machines)
+# Steps 2 and 3 use a third of the demo's training videos: they prove the path (bf16,
+# --resume, NCCL), not the accuracy, and each run decodes its videos into memory first.
 set -uo pipefail
 out=${1:-/tmp/vidkd-gpu}
 mkdir -p "$out"
@@ -27,12 +30,14 @@ step versions
 nvidia-smi -L
 $py -c "import torch, av, kornia, torchmetrics; print('torch', torch.__version__, 'cuda', torch.version.cuda, '| av', av.__version__, '| kornia', kornia.__version__, '| nccl', torch.cuda.nccl.version())"
 
-step "CUDA tests"
-cap 180 $py -m pytest -q -p no:cacheprovider tests/engine/test_cuda.py tests/data/test_augment.py
+if [ "${BENCH:-1}" != only ]; then
+step "CUDA tests (the augmentation's compiled pass compiles on first use)"
+cap 300 $py -m pytest -q -p no:cacheprovider tests/engine/test_cuda.py tests/data/test_augment.py
 
 step "demo skd_srl on the GPU, bf16, 3 epochs, then --resume to 4"
 demo=(-c configs/demo/skd_srl.yaml --set train.device=cuda train.precision=bf16
-      data.num_workers=$workers train.out_dir=$runs)
+      data.num_workers=$workers train.out_dir=$runs data.synthetic.train_per_class=27
+      data.synthetic.test_per_class=14)
 time cap 150 $py -m vidkd.cli train "${demo[@]}" train.epochs=3 --overwrite -q
 time cap 90 $py -m vidkd.cli train "${demo[@]}" train.epochs=4 --resume -q
 grep '"kind": "epoch"' $runs/demo-skd_srl/metrics.jsonl | cut -c1-400
@@ -50,6 +55,7 @@ if [ "$gpus" -gt 1 ]; then
   grep -c '"kind": "epoch"' $runs/demo-skd_srl-ddp$gpus/metrics.jsonl
 fi
 
+fi
 [ "${BENCH:-1}" = 0 ] && exit 0
 step "vidkd bench, 3D ResNet-18, 16x112x112, batch 32 videos, fp32 and bf16"
 cap 180 $py -m vidkd.cli bench configs/ucf101/r18_skd_srl.yaml --steps 5 --set train.device=cuda \
