@@ -128,6 +128,13 @@ def is_special(path: str | Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` or the closest folder above it that exists (where its missing folders go)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_writable(path: str | Path, option: str) -> Path:
     """Fail now, with one line, if ``path`` could not be written later; returns it (``~``
     expanded).
@@ -154,9 +161,7 @@ def check_writable(path: str | Path, option: str) -> Path:
         if target.exists():
             with target.open("a"):
                 pass
-        parent = target.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+        parent = nearest_existing(target.parent)
         if not parent.is_dir():
             raise VidkdError(f"{option} {path}: {parent} is not a directory: {fix}")
         handle, probe = tempfile.mkstemp(prefix=".vidkd-probe-", dir=parent)

@@ -207,9 +207,20 @@ def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any],
     """Fields (outside bookkeeping; the epoch budget counts) where a finished run differs from
     the config asked for. A field the stored config lacks (a run from an older vidkd) is no
     change when the config asks for its default."""
+    return _described(_blocking(stored, wanted, stored_cwd), stored, wanted)
+
+
+def _blocking(stored: dict[str, Any], wanted: dict[str, Any],
+              stored_cwd: str | None) -> dict[str, list[Any]]:
+    """The config differences that keep a finished run from being reused."""
     changed = config_differences(stored, wanted, config_to_dict(ExperimentConfig()), stored_cwd)
-    found = [f"{key}: {was!r} -> {now!r}" for key, (was, now) in changed.items()
-             if key == "train.epochs" or not _matches(key, FREE)]
+    return {key: pair for key, pair in changed.items()
+            if key == "train.epochs" or not _matches(key, FREE)}
+
+
+def _described(blocking: dict[str, list[Any]], stored: dict[str, Any],
+               wanted: dict[str, Any]) -> list[str]:
+    found = [f"{key}: {was!r} -> {now!r}" for key, (was, now) in blocking.items()]
     clips = _test_clips(stored), _test_clips(wanted)  # free on --resume, not in a results table
     if clips[0] != clips[1]:
         found.append(f"test clips: {clips[0]} -> {clips[1]}")
@@ -290,13 +301,11 @@ def run_plan(plan: Plan, train_fn: TrainFn | None = None, progress: bool = True)
     for run in plan.runs:
         if run.finished:
             results = read_results(run.run_dir)
-            stored = results.get("config", {})
-            changed = _settings_changed(stored, config_to_dict(run.cfg), results.get("cwd"))
+            stored, wanted = results.get("config", {}), config_to_dict(run.cfg)
+            blocking = _blocking(stored, wanted, results.get("cwd"))
+            changed = _described(blocking, stored, wanted)
             if changed:
-                differences = config_differences(stored, config_to_dict(run.cfg),
-                                                 config_to_dict(ExperimentConfig()), results.get("cwd"))
-                moved = moved_defaults(stored, {k: v for k, v in differences.items()
-                                                if not _matches(k, FREE)})
+                moved = moved_defaults(stored, {k: v for k, v in blocking.items() if k != "train.epochs"})
                 raise VidkdError(
                     f"{run.run_dir} finished with other settings ({'; '.join(changed[:4])})"
                     + (moved or "; delete that run to retrain it, or write the compare to another --out")

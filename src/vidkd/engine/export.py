@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vidkd.errors import VidkdError
-from vidkd.files import atomic_write, is_special
+from vidkd.files import atomic_write, is_special, nearest_existing
 
 FORMATS = ("onnx", "torchscript")
 METADATA_KEY = "vidkd"
@@ -162,9 +162,7 @@ def export_student(
     if is_special(out):  # the file is read back for the parity check
         raise VidkdError(f"--out {out} is not a regular file: pass a file path")
     out = Path(os.path.realpath(out))  # a symbolic link stays; the file it names is replaced
-    folder = out.parent  # made by atomic_write, once the file is ready: measure its disk
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(out.parent)  # atomic_write makes the rest once the file is ready
     needed = sum(t.numel() * t.element_size() for t in student.state_dict().values()) + (1 << 20)
     free = shutil.disk_usage(folder).free
     if free < needed:  # torch.jit.save aborts the process on a full disk, leaving its temporary
