@@ -166,6 +166,20 @@ def test_a_start_refused_for_its_data_needs_no_overwrite_the_next_time(
     assert precious.read_text() == "mine\n"
 
 
+def test_resume_of_a_run_that_is_not_there_creates_nothing(tmp_path, synthetic_cache, tiny_config):
+    """A mistyped name with --resume was refused only after it had made the output folder,
+    the run folder, its marker and its lock."""
+    cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path / "out", name="typo"))
+    with pytest.raises(VidkdError, match=r"--resume: there is no run in .*typo; check the run's name"):
+        train(cfg, resume=True, progress=False)
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "out" / "typo").mkdir(parents=True)
+    (tmp_path / "out" / "typo" / ".lock").write_text("")  # what a killed start may leave
+    with pytest.raises(VidkdError, match="there is no run in"):
+        train(cfg, resume=True, progress=False)
+    assert sorted(p.name for p in (tmp_path / "out" / "typo").iterdir()) == [".lock"]
+
+
 # ----------------------------------------------------------------------------- run lock
 
 
@@ -379,6 +393,31 @@ def test_resumed_log_matches_an_unbroken_runs_log(tmp_path, synthetic_cache, tin
     assert [(kind, at) for kind, at, _ in resumed] == [(kind, at) for kind, at, _ in unbroken]
     for (_, _, loss_a), (_, _, loss_b) in zip(unbroken, resumed, strict=True):
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    # TensorBoard too: the killed run's points past the checkpoint (steps 4 to 6, epoch 2's
+    # record and the first test) are hidden, so every tag reads as the unbroken run's
+    board = _board_of(tmp_path / "a" / "tiny")
+    assert [s for s, _ in board["epoch/train_loss"]] == [3, 6, 9]
+    assert [s for s, _ in board["step/loss"]] == list(range(1, 10))
+    assert_same_board(board, _board_of(run))
+
+
+def _board_of(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each TensorBoard scalar tag of ``run``: its (step, value) points as TensorBoard shows
+    them (points a later writer purged are gone)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    board.Reload()
+    return {tag: [(e.step, e.value) for e in board.Scalars(tag)] for tag in board.Tags()["scalars"]}
+
+
+def assert_same_board(expected: dict, actual: dict) -> None:
+    """The same tags, each with the same steps and (wall times aside) the same values."""
+    assert actual.keys() == expected.keys()
+    for tag, points in expected.items():
+        assert [s for s, _ in actual[tag]] == [s for s, _ in points], tag
+        if not tag.endswith(("_seconds", "clips_per_second")):  # wall times differ
+            assert [v for _, v in actual[tag]] == pytest.approx([v for _, v in points], rel=1e-5), tag
 
 
 # ----------------------------------------------------------------------------- damaged checkpoints
@@ -555,6 +594,8 @@ def test_mid_epoch_checkpoint_resumes_exactly(
     assert [at for kind, at, _ in resumed if kind == "epoch"] == [1, 2, 3]
     for (_, _, loss_a), (_, _, loss_b) in zip(unbroken, resumed, strict=True):
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    # TensorBoard too: the points the killed run logged past step 6 are hidden
+    assert_same_board(_board_of(reference_run), _board_of(tmp_path / "tiny"))
 
 
 # ----------------------------------------------------------------------------- student files

@@ -283,16 +283,21 @@ def build_loaders(
 
 
 class MetricsLog:
-    """``metrics.jsonl`` (one JSON object a line) plus TensorBoard scalars; rank 0 only."""
+    """``metrics.jsonl`` (one JSON object a line) plus TensorBoard scalars; rank 0 only.
 
-    def __init__(self, run_dir: Path, enabled: bool) -> None:
+    Every TensorBoard scalar is plotted against the global step (batches trained), epoch and
+    test records at the step their epoch or the run ended. A resumed run passes
+    ``purge_step``, the first step after its checkpoint: TensorBoard then hides every point a
+    killed run logged from that step on, which the run trains and logs again."""
+
+    def __init__(self, run_dir: Path, enabled: bool, purge_step: int | None = None) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.writer = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def drop_after(self, epoch: int, step: int | None) -> None:
         """Before a resumed run appends: drop the records a killed run wrote past the
@@ -416,6 +421,11 @@ def train(
     one process decode their videos once under ``data.cache: memory`` (:func:`memory_cache`).
     """
     run_dir = resolve_run_dir(cfg.train.out_dir, cfg.name)  # before anything is touched
+    if resume and not holds_files(run_dir):  # a mistyped name must not leave a folder behind
+        raise VidkdError(
+            f"--resume: there is no run in {run_dir}; check the run's name (--set name=...) and "
+            "train.out_dir, or start the run without --resume"
+        )
     device = distributed.resolve_device(
         cfg.train.device, int(os.environ.get("LOCAL_RANK", "0"))
     )
@@ -605,9 +615,11 @@ def _train(
         full_batches -= full_batches % accumulate
     # batches trained before this start (the log's x axis), as the checkpoint counted them
     step = start_epoch * full_batches + (in_epoch["batches"] if in_epoch else 0)
-    metrics = MetricsLog(run_dir, is_main)
     if checkpoint is not None:
         step = state.get("step", step)
+    # the checkpoint was written after the records of its own step: those stay
+    metrics = MetricsLog(run_dir, is_main, purge_step=step + 1 if checkpoint is not None else None)
+    if checkpoint is not None:
         metrics.drop_after(start_epoch, step if in_epoch else None)
     description = {**model_description(cfg, splits.classes), **method.student_description()}
     if is_main:
@@ -748,7 +760,7 @@ def _train(
                 "report as data.skip_list"
             )
         if is_main:
-            metrics.write(record, epoch + 1, "epoch")
+            metrics.write(record, step, "epoch")
             write_checkpoint(epoch + 1)
             tqdm.write(
                 f"epoch {epoch + 1:3d}  loss {record.get('train_loss', math.nan):.4f}  "
@@ -781,7 +793,7 @@ def _train(
         history = run_dir / "history.jsonl"
         summary["history"] = _read_history(history)
         atomic_write_text(run_dir / "results.json", json.dumps(summary, indent=2))
-        metrics.write({"kind": "test", **test.as_dict()}, cfg.train.epochs, "test")
+        metrics.write({"kind": "test", **test.as_dict()}, step, "test")
     metrics.close()
     return summary
 
