@@ -146,3 +146,20 @@ def set_single_process_group_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
+
+
+def png_frames(folder: Path, count: int, size: int = 32) -> None:
+    """A lossless frame folder ``img_00001.png`` ... whose frame ``n`` is grey level ``10 n``."""
+    import av
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    for number in range(1, count + 1):
+        with av.open(str(folder / f"img_{number:05d}.png"), mode="w", format="image2") as out:
+            stream = out.add_stream("png", rate=1)
+            stream.width, stream.height, stream.pix_fmt = size, size, "rgb24"
+            image = np.full((size, size, 3), 10 * number, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+            for packet in stream.encode():
+                out.mux(packet)

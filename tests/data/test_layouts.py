@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
+from conftest import png_frames
 
 from vidkd.config import DataConfig
 from vidkd.data.build import build_splits
@@ -202,19 +202,6 @@ def test_labels_that_skip_a_class_name_the_first_missing_one(
         folder_index(tmp_path / "videos", list_file)
     message = str(raised.value)
     assert f"label {first_missing} is missing" in message and "\n" not in message
-
-
-def png_frames(folder: Path, count: int, size: int = 32) -> None:
-    folder.mkdir(parents=True)
-    for number in range(1, count + 1):
-        with av.open(str(folder / f"img_{number:05d}.png"), mode="w", format="image2") as out:
-            stream = out.add_stream("png", rate=1)
-            stream.width, stream.height, stream.pix_fmt = size, size, "rgb24"
-            image = np.full((size, size, 3), 10 * number, np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                out.mux(packet)
-            for packet in stream.encode():
-                out.mux(packet)
 
 
 def test_real_files_in_a_split_tree_decode(tmp_path: Path) -> None:

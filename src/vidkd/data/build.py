@@ -11,15 +11,17 @@ obtained that way say so in their notes.
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidkd.config import DataConfig
 from vidkd.data.index import (
     folder_index,
+    frame_list_index,
     hmdb51_index,
+    is_frame_list,
     kinetics_index,
     read_classes_file,
     split_layout,
@@ -160,13 +162,18 @@ def _folder_indexes(cfg: DataConfig, root: Path) -> Indexes:
     """
     classes = read_classes_file(Path(cfg.classes_file).expanduser()) if cfg.classes_file else None
     if cfg.annotations:
-        train = folder_index(root, Path(cfg.annotations).expanduser(), classes)
         if not cfg.test_annotations:
             raise VidkdError("data.test_annotations is not set; a folder dataset with a train list needs a test list too")
-        test = folder_index(
-            root, Path(cfg.test_annotations).expanduser(), train.classes,
-            setting="data.test_annotations",
-        )
+        lists = Path(cfg.annotations).expanduser(), Path(cfg.test_annotations).expanduser()
+        # VideoFrameDataset's `<folder> <start> <end> <label>`, else MMAction2's lists
+        frame_lists = [is_frame_list(path) for path in lists]
+        if frame_lists[0] != frame_lists[1]:
+            framed, other = lists[frame_lists.index(True)], lists[frame_lists.index(False)]
+            raise VidkdError(f"{framed} is a '<folder> <start> <end> <label>' list and {other} is "
+                             "not: write data.annotations and data.test_annotations in one format")
+        index = frame_list_index if frame_lists[0] else folder_index
+        train = index(root, lists[0], classes)
+        test = index(root, lists[1], train.classes, setting="data.test_annotations")
         return Indexes(train, test)
     splits = split_layout(root)
     if splits:
@@ -187,18 +194,43 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
 
 
+def _span(record: VideoRecord) -> tuple[float, float]:
+    """The part of its file a record covers, ``[start, end)`` in its own unit (frames of a
+    frame-list range, else seconds of a Kinetics segment); the whole file by default."""
+    if record.start_frame is not None or record.end_frame is not None:
+        start, end = record.start_frame, record.end_frame
+    else:
+        start, end = record.start_sec, record.end_sec
+    return (start or 0, math.inf if end is None else end)
+
+
+def _named(record: VideoRecord) -> str:
+    if record.start_frame is None and record.end_frame is None:
+        return str(record.path)
+    start, end = _span(record)
+    return f"{record.path} (positions {start}..{end - 1} of its frames)"
+
+
 def _split_warnings(
     train: list[VideoRecord], test: list[VideoRecord], classes: list[str]
 ) -> list[str]:
     """Warnings (also returned, for ``results.json``) about splits that train but mislead:
     test videos that are training videos too, videos listed twice, classes never trained."""
     warnings = []
-    train_paths = Counter(_real_path(record.path) for record in train)
-    twice = [str(path) for path, count in train_paths.items() if count > 1]
+    spans: dict[Path, list[tuple[float, float]]] = {}
+    for record in train:
+        spans.setdefault(_real_path(record.path), []).append(_span(record))
+    twice = sorted({_named(r) for r in train if spans[_real_path(r.path)].count(_span(r)) > 1})
     if twice:
         warnings.append(f"{len(twice)} training videos are listed more than once and trained on as "
-                        f"often ({_shown(sorted(twice))}); check data.annotations")
-    shared = sorted({str(path) for path in map(_real_path, (r.path for r in test)) if path in train_paths})
+                        f"often ({_shown(twice)}); check data.annotations")
+
+    def trained(record: VideoRecord) -> bool:  # any of its frames
+        start, end = _span(record)
+        return any(start < other_end and other_start < end
+                   for other_start, other_end in spans.get(_real_path(record.path), []))
+
+    shared = sorted({_named(record) for record in test if trained(record)})
     if shared:
         warnings.append(f"{len(shared)} of {len(test)} test videos are training videos too "
                         f"({_shown(shared)}): the test score is optimistic; check "

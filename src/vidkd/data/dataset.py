@@ -56,6 +56,18 @@ def pad_to(frames: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def read_clip(reader: ClipReader, clip: Clip, last: int | None) -> np.ndarray:
+    """The frames of ``clip``, none at or past frame ``last`` (where the record's range ends,
+    when it has one): a clip longer than what is left of the range repeats the frames it
+    has, as a clip longer than its video does (Hara's LoopPadding)."""
+    if last is not None:
+        available = max(1, -(-(last - clip.start) // clip.stride))
+        if available < clip.num_frames:
+            frames = reader.read(clip.start, available, clip.stride)
+            return frames[np.arange(clip.num_frames) % len(frames)]
+    return reader.read(*clip)
+
+
 class VideoClipDataset(Dataset):
     """Clips of labelled videos for training (random) or testing (uniform, centre crop)."""
 
@@ -90,8 +102,12 @@ class VideoClipDataset(Dataset):
         return len(self.records)
 
     def _frame_range(self, record: VideoRecord, fps: float, total: int) -> tuple[int, int | None]:
-        first = int(record.start_sec * fps) if record.start_sec is not None else 0
-        last = int(record.end_sec * fps) if record.end_sec is not None else None
+        """The record's frames ``[first, last)`` (``last`` None: to the end)."""
+        if record.start_frame is not None or record.end_frame is not None:
+            first, last = record.start_frame or 0, record.end_frame
+        else:
+            first = int(record.start_sec * fps) if record.start_sec is not None else 0
+            last = int(record.end_sec * fps) if record.end_sec is not None else None
         return min(first, max(total - 1, 0)), last
 
     def _read_train(self, record: VideoRecord, rng: np.random.Generator) -> np.ndarray:
@@ -103,7 +119,7 @@ class VideoClipDataset(Dataset):
                 clip = random_clip(
                     reader.info.num_frames, spec.clip_len, spec.frame_stride, rng, first, last
                 )
-                frames = pad_to(reader.read(*clip), spec.crop_size)
+                frames = pad_to(read_clip(reader, clip, last), spec.crop_size)
                 _, height, width, _ = frames.shape
                 top = int(rng.integers(0, height - spec.crop_size + 1))
                 left = int(rng.integers(0, width - spec.crop_size + 1))
@@ -123,7 +139,7 @@ class VideoClipDataset(Dataset):
             cache: dict[Clip, np.ndarray] = {}
             for clip in clips:
                 if clip not in cache:
-                    frames = pad_to(reader.read(*clip), spec.crop_size)
+                    frames = pad_to(read_clip(reader, clip, last), spec.crop_size)
                     _, height, width, _ = frames.shape
                     top = (height - spec.crop_size) // 2
                     left = (width - spec.crop_size) // 2

@@ -9,9 +9,7 @@ the decoder so that the shorter side is ``short_side`` (aspect ratio kept).
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +18,8 @@ from typing import Protocol
 import av
 import numpy as np
 
-from vidkd.data.index.walk import is_hidden
+from vidkd.data.index.walk import list_frame_files
 
-# tried in order, case-insensitively: a TSN-style folder also holds flow_x_*.jpg, not frames
-FRAME_PATTERNS = ("img_*.jpg", "image_*.jpg", "*.jpg", "*.jpeg", "*.png")
-_DIGITS = re.compile(r"(\d+)")
 _DURATION_TAG = re.compile(r"(\d+):(\d{1,2}):(\d{1,2}(?:\.\d*)?)")  # Matroska: 00:00:02.000000000
 
 
@@ -192,31 +187,6 @@ def _duration_tag(metadata: dict[str, str]) -> float | None:
                 hours, minutes, seconds = match.groups()
                 return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
     return None
-
-
-def _frame_order(name: str) -> tuple:
-    """Sort key: the numbers in a name compared as numbers (``img_2`` before ``img_10``)."""
-    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
-
-
-def list_frame_files(directory: Path) -> list[Path]:
-    """The image files of a frame folder in frame order (``img_00001.jpg`` ...).
-
-    Names match :data:`FRAME_PATTERNS` case-insensitively (the first pattern that matches any
-    file wins); hidden files are not frames. Frame numbers order the files as numbers, so
-    ``img_2.jpg`` comes before ``img_10.jpg`` when the numbers are not zero-padded.
-    """
-    try:
-        with os.scandir(directory) as entries:
-            names = [entry.name for entry in entries
-                     if not is_hidden(entry.name) and entry.is_file()]
-    except OSError:
-        return []
-    for pattern in FRAME_PATTERNS:
-        matched = [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
-        if matched:
-            return [Path(directory) / name for name in sorted(matched, key=_frame_order)]
-    return []
 
 
 class FrameFolderReader:

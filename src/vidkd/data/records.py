@@ -13,8 +13,11 @@ class VideoRecord:
     ``path`` is a video file, or a directory of frames (``img_00001.jpg`` ...) for the
     frame-folder backend. ``start_sec``/``end_sec`` optionally restrict sampling to a
     segment (Kinetics annotations name one); ``None`` means the whole video.
-    ``group`` identifies videos that share actors and scenes (UCF101/HMDB51 groups),
-    used to make a group-disjoint validation split; ``None`` means the video is its own group.
+    ``start_frame``/``end_frame`` restrict it to frames ``[start_frame, end_frame)`` (positions
+    in the frame order; a VideoFrameDataset list names one range of a frame folder).
+    ``group`` identifies videos that share actors and scenes (UCF101/HMDB51 groups, the
+    ranges of one frame folder), used to make a group-disjoint validation split; ``None``
+    means the video is its own group.
     """
 
     path: Path
@@ -22,6 +25,8 @@ class VideoRecord:
     group: str | None = None
     start_sec: float | None = None
     end_sec: float | None = None
+    start_frame: int | None = None
+    end_frame: int | None = None
 
 
 @dataclass(frozen=True)

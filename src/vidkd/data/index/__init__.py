@@ -1,7 +1,7 @@
 """Dataset indexes: read the official split/annotation layouts into a :class:`DatasetIndex`.
 
-One module per layout (:mod:`.ucf101`, :mod:`.hmdb51`, :mod:`.kinetics`, :mod:`.folder`),
-the shared resolver in :mod:`.common`, folder walking in :mod:`.walk`.
+One module per layout (:mod:`.ucf101`, :mod:`.hmdb51`, :mod:`.kinetics`, :mod:`.folder`,
+:mod:`.framelist`), the shared resolver in :mod:`.common`, folder walking in :mod:`.walk`.
 
 Every index resolves the entries its annotation names through one :class:`_Resolver`, which
 lists each directory once and then matches
@@ -21,12 +21,8 @@ directory already walked (a loop) or one that cannot be resolved is skipped with
 warning. ``*.partial`` names (unfinished ``vidkd prepare`` outputs) are never indexed.
 """
 
-from vidkd.data.index.folder import (
-    folder_index,
-    frame_list_index,
-    split_layout,
-    split_layout_classes,
-)
+from vidkd.data.index.folder import folder_index, split_layout, split_layout_classes
+from vidkd.data.index.framelist import frame_list_index, is_frame_list
 from vidkd.data.index.hmdb51 import hmdb51_index
 from vidkd.data.index.kinetics import kinetics_index, read_classes_file
 from vidkd.data.index.split import split_train_val
@@ -39,6 +35,7 @@ __all__ = [
     "VisitedDirs",
     "folder_index",
     "frame_list_index",
+    "is_frame_list",
     "hmdb51_index",
     "kinetics_index",
     "read_classes_file",

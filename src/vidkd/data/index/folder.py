@@ -1,5 +1,5 @@
-"""Generic ``root/<class>/<video>`` and ``root/{train,val,test}/<class>/<video>`` trees,
-MMAction2 path lists and VideoFrameDataset frame lists."""
+"""Generic ``root/<class>/<video>`` and ``root/{train,val,test}/<class>/<video>`` trees
+and MMAction2 path lists."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from pathlib import Path
 from vidkd.data.index.common import (
     _check_label_cover,
     _class_lookup,
-    _classes_from_labels,
     _finish,
     _name,
     _parse_int,
@@ -37,9 +36,6 @@ from vidkd.data.records import DatasetIndex, VideoRecord
 from vidkd.errors import VidkdError
 
 logger = logging.getLogger("vidkd")
-
-_FRAME_NUMBER = re.compile(r"(\d+)\.(?:jpe?g|png)$", re.IGNORECASE)
-
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _INTEGER = re.compile(r"-?\d+")
@@ -263,64 +259,3 @@ def folder_index(
             records.append(VideoRecord(path, label, group=_ucf_group(Path(relative).name)))
     absolute.report(list_file.name)
     return _finish(list_file.name, resolver, records, missing, classes, expected)
-
-
-def _frame_range(folder: Path) -> tuple[int, int] | None:
-    """First and last frame number of the ``img_NNNNN.jpg`` files in ``folder``."""
-    try:
-        with os.scandir(folder) as entries:
-            names = [entry.name for entry in entries]
-    except OSError:
-        return None
-    numbers = [int(match.group(1)) for name in names if (match := _FRAME_NUMBER.search(name))]
-    return (min(numbers), max(numbers)) if numbers else None
-
-
-def frame_list_index(
-    root: Path, annotation_file: Path, classes: Sequence[str] | None = None
-) -> DatasetIndex:
-    """Index frame folders from a VideoFrameDataset list (``<path> <start> <end> <label>``).
-
-    Frames are 1-based and ``end`` inclusive (RaivoKoot/Video-Dataset-Loading-Pytorch).
-    Records cover whole folders: a line whose ``start..end`` is not the folder's full frame
-    range raises :class:`VidkdError` (sub-ranges are not supported yet). Class names are
-    the top folders of each label's entries unless ``classes`` is given.
-    """
-    root, annotation_file = _require_dir(root), Path(annotation_file)
-    rows: list[tuple[str, int, int, int]] = []
-    for line in _read_lines(annotation_file, "check the annotation file path"):
-        tokens = line.split()
-        if len(tokens) != 4:
-            raise VidkdError(
-                f"{annotation_file}: expected '<path> <start> <end> <label>' (one label), "
-                f"got {line!r}"
-            )
-        start, end, label = (_parse_int(token, annotation_file, line) for token in tokens[1:])
-        rows.append((tokens[0], start, end, label))
-    if classes is None:
-        classes = _classes_from_labels(annotation_file, [(row[0], row[3]) for row in rows])
-    classes = list(classes)
-    resolver = _Resolver(root)
-    records: list[VideoRecord] = []
-    missing: list[str] = []
-    for relative, start, end, label in rows:
-        if not 0 <= label < len(classes):
-            raise VidkdError(
-                f"{annotation_file}: label of {relative} is outside 0..{len(classes) - 1}"
-            )
-        path = resolver.resolve(relative)
-        if path is None or not path.is_dir():
-            missing.append(relative)
-            continue
-        extent = _frame_range(path)
-        if extent is None:
-            missing.append(relative)
-            continue
-        if (start, end) != extent:
-            raise VidkdError(
-                f"{annotation_file}: {relative} names frames {start}..{end} but the folder holds "
-                f"{extent[0]}..{extent[1]}; frame sub-ranges are not supported yet: list whole folders"
-            )
-        records.append(VideoRecord(path, label))
-    expected = f"{root}/<path>/img_00001.jpg as named in {annotation_file.name}"
-    return _finish(annotation_file.name, resolver, records, missing, classes, expected)

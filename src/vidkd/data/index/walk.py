@@ -7,8 +7,10 @@ link that cannot be resolved (``ELOOP``) are skipped and named in one warning;
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +24,9 @@ _KNOWN_VIDEO_SUFFIXES = frozenset(
     VIDEO_EXTENSIONS + (".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ogv", ".ts")
 )
 FRAME_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+# tried in order, case-insensitively: a TSN-style folder also holds flow_x_*.jpg, not frames
+FRAME_PATTERNS = ("img_*.jpg", "image_*.jpg", "*.jpg", "*.jpeg", "*.png")
+_DIGITS = re.compile(r"(\d+)")
 PARTIAL_SUFFIX = ".partial"  # an output ``vidkd prepare`` has not finished
 
 
@@ -147,3 +152,28 @@ def _list_dir(directory: Path) -> list[os.DirEntry[str]]:
 def _sorted_dirs_first_real(entries: Iterable[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
     """Entries by name, but real directories before links, so a link is the one skipped."""
     return sorted(entries, key=lambda entry: (entry.is_symlink(), entry.name))
+
+
+def _frame_order(name: str) -> tuple:
+    """Sort key: the numbers in a name compared as numbers (``img_2`` before ``img_10``)."""
+    return tuple(int(part) if part.isdigit() else part for part in _DIGITS.split(name))
+
+
+def list_frame_files(directory: Path) -> list[Path]:
+    """The image files of a frame folder in frame order (``img_00001.jpg`` ...).
+
+    Names match :data:`FRAME_PATTERNS` case-insensitively (the first pattern that matches any
+    file wins); hidden files are not frames. Frame numbers order the files as numbers, so
+    ``img_2.jpg`` comes before ``img_10.jpg`` when the numbers are not zero-padded.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            names = [entry.name for entry in entries
+                     if not is_hidden(entry.name) and entry.is_file()]
+    except OSError:
+        return []
+    for pattern in FRAME_PATTERNS:
+        matched = [name for name in names if fnmatch.fnmatchcase(name.lower(), pattern)]
+        if matched:
+            return [Path(directory) / name for name in sorted(matched, key=_frame_order)]
+    return []
