@@ -149,10 +149,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         config_path = Path(args.config) if args.config else _run_dir_config(run_dir)
         if args.checkpoint:  # as given: a typo must not score another file
             checkpoint = Path(args.checkpoint)
-        else:
-            checkpoint = run_dir / "best_student.safetensors"
-            if not checkpoint.is_file():
-                checkpoint = run_dir / "student.safetensors"
+        else:  # the student the run's own test numbers are of (eval.student)
+            from vidkd.engine.checkpoint import tested_student_file
+
+            checkpoint = tested_student_file(run_dir)
     else:
         if not args.config or not args.checkpoint:
             raise VidkdError("vidkd eval needs a RUN_DIR, or both --config and --checkpoint")
@@ -452,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="clip- and video-level top-1/top-5 of a trained student")
     p.add_argument("run_dir", nargs="?", help="a run directory written by `vidkd train`")
     _add_config_args(p, required=False)
-    p.add_argument("--checkpoint", help="a student .safetensors (default: RUN_DIR/best_student)")
+    p.add_argument("--checkpoint", help="a student .safetensors (default: the one the run tested, "
+                   "RUN_DIR/best_student.safetensors unless eval.student=last)")
     p.add_argument("--json", help="also write the result as JSON to this file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)

@@ -198,6 +198,9 @@ class EvalConfig:
 
     batch_size: int = 8
     test_clips: int | None = None  # None: data.test_clips
+    # the student the test split scores: best (highest val video top-1; the paper's protocol,
+    # for the plateau schedule) or last (the end of a fixed schedule: no validation picks it)
+    student: Literal["best", "last"] = "best"
 
 
 @dataclass(frozen=True)

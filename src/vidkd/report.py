@@ -185,7 +185,7 @@ def markdown_report(rows: list[RowResults], command: str, plots: list[str]) -> s
             f"{'-' if paper is None else format(paper, '.1f')} |"
         )
     lines += ["", "## Schedule", "",
-              "| row | model | augment | clips | epochs | batch | optimiser | best epoch per seed | s/epoch |",
+              "| row | model | augment | clips | epochs | batch | optimiser | tested student per seed | s/epoch |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         r = row.results[0]
@@ -193,7 +193,7 @@ def markdown_report(rows: list[RowResults], command: str, plots: list[str]) -> s
         seconds = [x["mean_epoch_seconds"] for x in row.results if x.get("mean_epoch_seconds")]
         lines.append(
             f"| {row.label} | {r['model']} | {r.get('augment', '-')} | {s['clips']} | {s['epochs']} | "
-            f"{s['batch']} | {s['optimiser']} | {', '.join(str(x['best_epoch']) for x in row.results)} | "
+            f"{s['batch']} | {s['optimiser']} | {', '.join(map(_tested, row.results))} | "
             f"{_fmt(sum(seconds) / len(seconds) if seconds else None, '.1f')} |"
         )
     lines += ["", "Paper numbers are the SKD-SRL paper's (Tables I and II: full dataset, 16x112x112, "
@@ -206,8 +206,13 @@ def markdown_report(rows: list[RowResults], command: str, plots: list[str]) -> s
     return "\n".join(lines)
 
 
+def _tested(r: dict[str, Any]) -> str:
+    """The student a run's test numbers are of: the last, or the best validation's epoch."""
+    return "last" if r.get("tested_student") == "student.safetensors" else f"epoch {r['best_epoch']}"
+
+
 CSV_FIELDS = ("row", "seed", "run", "method", "dataset", "model", "augment", "epochs", "lr",
-              "best_epoch", "video_top1", "video_top5", "clip_top1", "clip_top5", "num_videos", "protocol",
+              "best_epoch", "tested_student", "video_top1", "video_top5", "clip_top1", "clip_top5", "num_videos", "protocol",
               "paper_top1", "mean_epoch_seconds", "run_dir")
 
 
@@ -222,6 +227,7 @@ def results_csv(rows: list[RowResults]) -> str:
             writer.writerow([
                 row.label, seed, r["name"], r["method"], r["dataset"], r["model"], r.get("augment", ""),
                 r["epochs"], _config_section(r, "optim").get("lr", ""), r["best_epoch"],
+                r.get("tested_student", "best_student.safetensors"),
                 repr(test["video_top1"]), repr(test["video_top5"]),
                 repr(test["clip_top1"]), repr(test["clip_top5"]), test.get("num_videos", ""),
                 test["protocol"], "" if r.get("paper_top1") is None else repr(r["paper_top1"]),

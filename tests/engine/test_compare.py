@@ -219,6 +219,8 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
     schedule = {line.split("|")[1].strip(): line for line in md.split("## Schedule")[1].splitlines()
                 if line.startswith(("| a ", "| b "))}
     assert "multistep: lr 0.05 x0.1 after epochs 1" in schedule["b"]  # the lr rule each row ran
+    best_epochs = ", ".join(f"epoch {_results(runs / f'b-s{s}')['best_epoch']}" for s in (0, 1))
+    assert f"| {best_epochs} |" in schedule["b"]  # which student each seed's numbers are of
     assert "plateau" not in schedule["b"] and "plateau: lr 0.01 x0.1 after 10" in schedule["a"]
     assert "video top-1" in printed and "results.csv" in printed
 
@@ -232,6 +234,8 @@ def test_compare_two_configs_two_seeds_interrupted_then_resumed(
     assert main([*argv, "--set", "eval.test_clips=3"]) == 2
     assert "test clips: 2 -> 3" in capsys.readouterr().err and calls == []
     assert main([*argv, "--set", "data.test_clips=2"]) == 0 and calls == []  # same protocol
+    assert main([*argv, "--set", "eval.student=last"]) == 2  # its numbers are another student's
+    assert "eval.student: 'best' -> 'last'" in capsys.readouterr().err and calls == []
     assert main(["compare", str(runs / "a-s0"), str(runs / "b-s1")]) == 0
     assert "a-s0" in capsys.readouterr().out
 

@@ -18,6 +18,7 @@ import torch
 from conftest import _tiny_config
 
 from vidkd.config import config_from_dict
+from vidkd.engine import checkpoint
 from vidkd.engine import train as train_module
 from vidkd.engine.evaluate import EvalResult
 from vidkd.methods import METHODS
@@ -42,10 +43,18 @@ def result(video_top1: float, clip_top1: float) -> EvalResult:
 
 @pytest.fixture(scope="module")
 def scripted_run(tmp_path_factory, synthetic_cache) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("scripted")
+    return _scripted(tmp_path_factory.mktemp("scripted"), synthetic_cache, "best")
+
+
+@pytest.fixture(scope="module")
+def scripted_last_run(tmp_path_factory, synthetic_cache) -> dict[str, Any]:
+    return _scripted(tmp_path_factory.mktemp("scripted-last"), synthetic_cache, "last")
+
+
+def _scripted(out: Path, synthetic_cache: Path, student: str) -> dict[str, Any]:
     cfg = config_from_dict(_tiny_config(
         synthetic_cache, out, name="scripted", train={"epochs": EPOCHS},
-        model={"dropout": 0.5}, optim={"plateau_patience": PATIENCE},
+        model={"dropout": 0.5}, optim={"plateau_patience": PATIENCE}, eval={"student": student},
     ))
     seen: dict[str, Any] = {"val_students": [], "test_students": [], "improved": [],
                             "dropout_zeroed": [], "dropout_training": []}
@@ -87,6 +96,7 @@ def scripted_run(tmp_path_factory, synthetic_cache) -> dict[str, Any]:
     seen["epochs"] = [r for r in records if r["kind"] == "epoch"]
     seen["summary"] = summary
     seen["results"] = json.loads((run / "results.json").read_text())
+    seen["run"] = run
     return seen
 
 
@@ -111,6 +121,23 @@ def test_test_split_scores_the_best_validation_student(scripted_run):
     assert tested.keys() == best.keys()
     assert all(torch.equal(tested[k], best[k]) for k in best)
     assert not all(torch.equal(last[k], best[k]) for k in best)  # training moved on after it
+    # `vidkd eval RUN` and compare's confusion matrices score the same file
+    assert scripted_run["results"]["tested_student"] == "best_student.safetensors"
+    assert checkpoint.tested_student_file(scripted_run["run"]) == scripted_run["run"] / "best_student.safetensors"
+
+
+def test_eval_student_last_scores_the_end_of_the_schedule(scripted_last_run):
+    """eval.student=last: the test split scores the weights after the last epoch, although
+    validation peaked at epoch 4 (best_student.safetensors still holds that one)."""
+    run = scripted_last_run["run"]
+    (tested,) = scripted_last_run["test_students"]
+    last = scripted_last_run["val_students"][-1]  # the last epoch's validation saw the final weights
+    best = scripted_last_run["val_students"][BEST_EPOCH - 1]
+    assert all(torch.equal(tested[k], last[k]) for k in last)
+    assert not all(torch.equal(tested[k], best[k]) for k in best)
+    assert scripted_last_run["summary"]["best_epoch"] == BEST_EPOCH
+    assert scripted_last_run["results"]["tested_student"] == "student.safetensors"
+    assert checkpoint.tested_student_file(run) == run / "student.safetensors"
 
 
 def test_dropout_is_active_in_every_training_step(scripted_run):

@@ -263,6 +263,27 @@ def save_student(path: Path, student: torch.nn.Module, description: dict[str, An
     fsync_dir(path.parent)
 
 
+BEST_STUDENT, LAST_STUDENT = "best_student.safetensors", "student.safetensors"
+
+
+def tested_student_name(choice: str, run_dir: Path) -> str:
+    """The file of the student a run's test split scores (``eval.student``): the best one,
+    unless no validation ever improved (then there is none), or the last."""
+    return BEST_STUDENT if choice == "best" and (run_dir / BEST_STUDENT).is_file() else LAST_STUDENT
+
+
+def tested_student_file(run_dir: Path) -> Path:
+    """The student whose test numbers a finished run reports: the one its ``results.json``
+    names; for a run written before that was recorded, the best one if it exists."""
+    try:
+        named = json.loads((run_dir / "results.json").read_text(encoding="utf-8")).get("tested_student")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        named = None
+    if named in (BEST_STUDENT, LAST_STUDENT):  # never a path a damaged file could name
+        return run_dir / named
+    return run_dir / tested_student_name("best", run_dir)
+
+
 def read_student_description(path: Path) -> dict[str, Any]:
     """The model description stored in a student file's metadata."""
     from safetensors import safe_open

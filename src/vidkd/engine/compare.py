@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from vidkd.config import MAX_SEED, ExperimentConfig, config_to_dict, load_config, show
-from vidkd.engine.checkpoint import latest_checkpoint
+from vidkd.engine.checkpoint import (
+    BEST_STUDENT,
+    LAST_STUDENT,
+    latest_checkpoint,
+    tested_student_file,
+)
 from vidkd.engine.rundir import (
     FREE,
     _matches,
@@ -177,7 +182,7 @@ def plan_compare(
                 extra = [f"method.teacher.checkpoint={teacher_checkpoint}"]
             elif teacher is not None:
                 run = teacher_run(teacher)
-                extra = [f"method.teacher.checkpoint={run.run_dir / 'best_student.safetensors'}"]
+                extra = [f"method.teacher.checkpoint={_teacher_student(run)}"]
             elif named is None or not named.is_file():
                 teacher_config = teacher_config_named(config)
                 if teacher_config is None:
@@ -187,7 +192,7 @@ def plan_compare(
                         "--teacher CKPT (a trained student) or --teacher TEACHER.yaml (trained first)"
                     )
                 run = teacher_run(teacher_config)
-                extra = [f"method.teacher.checkpoint={run.run_dir / 'best_student.safetensors'}"]
+                extra = [f"method.teacher.checkpoint={_teacher_student(run)}"]
         row = Row(base.name, config)
         for seed in seeds:
             name = f"{base.name}-s{seed}"
@@ -200,6 +205,12 @@ def plan_compare(
     if clash:
         raise VidkdError(f"run name {sorted(clash)[0]} is both a teacher and a row; rename one config")
     return Plan(out_dir, list(teachers.values()), rows)
+
+
+def _teacher_student(run: PlannedRun) -> Path:
+    """The student file a planned teacher run will test (``eval.student``), which its
+    students learn from."""
+    return run.run_dir / (BEST_STUDENT if run.cfg.eval.student == "best" else LAST_STUDENT)
 
 
 def _settings_changed(stored: dict[str, Any], wanted: dict[str, Any],
@@ -224,6 +235,9 @@ def _described(blocking: dict[str, list[Any]], stored: dict[str, Any],
     clips = _test_clips(stored), _test_clips(wanted)  # free on --resume, not in a results table
     if clips[0] != clips[1]:
         found.append(f"test clips: {clips[0]} -> {clips[1]}")
+    students = [config.get("eval", {}).get("student", "best") for config in (stored, wanted)]
+    if students[0] != students[1]:  # free on --resume, but the table reports the tested one
+        found.append(f"eval.student: {students[0]!r} -> {students[1]!r}")
     return found
 
 
@@ -352,18 +366,13 @@ def rows_of_run_dirs(run_dirs: list[Path]) -> list[RowResults]:
     return rows
 
 
-def _student_file(run_dir: Path) -> Path:
-    best = run_dir / "best_student.safetensors"
-    return best if best.is_file() else run_dir / "student.safetensors"
-
-
 def write_report(
     out_dir: Path, rows: list[RowResults], command: str, progress: bool = False,
     confusion: bool = True,
 ) -> list[Path]:
     """``results.md``, ``results.csv`` and the PNG plots; returns the files written.
 
-    The confusion matrix of each row's best seed comes from scoring its best student on
+    The confusion matrix of each row's best seed comes from scoring its tested student on
     the test split again (one test pass per row), with the run's own config.
     """
     from vidkd import plots
@@ -381,7 +390,7 @@ def write_report(
             log.info("compare: confusion matrix of %s (seed %d, the best): scoring its test split",
                      row.label, row.seeds[best])
             cfg = load_config(run_dir / "config.yaml")
-            result, description = evaluate_student(cfg, _student_file(run_dir), progress=progress)
+            result, description = evaluate_student(cfg, tested_student_file(run_dir), progress=progress)
             name = f"confusion-{plots.file_label(row.label)}.png"
             copies = 1
             while name in names:  # labels that differ only in characters a file name drops

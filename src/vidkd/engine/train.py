@@ -49,6 +49,7 @@ from vidkd.engine.checkpoint import (
     save_checkpoint,
     save_student,
     set_rng_state,
+    tested_student_name,
 )
 from vidkd.engine.evaluate import EvalResult, autocast, evaluate
 from vidkd.engine.hardware import (
@@ -775,9 +776,11 @@ def _train(
     if is_main:
         save_student(run_dir / "student.safetensors", method.student, description)
     distributed.barrier()
-    best_student = best_validation_student(run_dir, method.student, is_main)
+    # the best-validation student (the paper's protocol), or the last: eval.student
+    tested = (best_validation_student(run_dir, method.student, is_main)
+              if cfg.eval.student == "best" else method.student)
     test = evaluate(
-        best_student, loaders.test, num_classes, device, cfg.train.precision,
+        tested, loaders.test, num_classes, device, cfg.train.precision,
         cfg.train.channels_last, progress=progress and is_main, description="test",
     )
     _note_failures(failed_seen, test.failed)
@@ -788,6 +791,7 @@ def _train(
     summary = summarize(
         cfg, splits, test, best_epoch, best_val, epoch_times, sorted(failed_seen.values()),
         augment.config, schedule, method.num_views, dist_info.world_size,
+        tested_student_name(cfg.eval.student, run_dir),
     )
     if is_main:
         history = run_dir / "history.jsonl"
@@ -827,8 +831,9 @@ def describe_model(m: ModelConfig) -> str:
 def summarize(
     cfg: ExperimentConfig, splits: DataSplits, test: EvalResult, best_epoch: int, best_val: float,
     epoch_times: list[float], failed: list[str], augment: AugmentConfig, schedule: LRSchedule,
-    num_views: int, world_size: int,
+    num_views: int, world_size: int, tested_student: str,
 ) -> dict[str, Any]:
+    """``results.json``; ``tested_student`` names the student file the test split scored."""
     videos = cfg.train.batch_size  # train.batch_size counts videos per device
     return {
         "name": cfg.name,
@@ -846,6 +851,7 @@ def summarize(
         },
         "best_epoch": best_epoch,
         "best_val_video_top1": best_val,
+        "tested_student": tested_student,
         "test": test.as_dict(),
         "paper_top1": cfg.paper.top1,
         "mean_epoch_seconds": float(np.mean(epoch_times)) if epoch_times else None,
