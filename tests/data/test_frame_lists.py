@@ -22,6 +22,11 @@ def recording(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("frames")
     png_frames(root / "rec" / "a", 24, size=16)
     png_frames(root / "rec" / "b", 12, size=16)
+    png_frames(root / "rec" / "gap", 6, size=16)
+    (root / "rec" / "gap" / "img_00004.png").unlink()  # frames 1, 2, 3, 5, 6
+    png_frames(root / "rec" / "disorder", 2, size=16)  # read in name order: 2 comes before 1
+    for old, new in [("img_00001.png", "c1_0002.png"), ("img_00002.png", "c2_0001.png")]:
+        (root / "rec" / "disorder" / old).rename(root / "rec" / "disorder" / new)
     return root
 
 
@@ -39,12 +44,20 @@ def test_ranges_of_one_folder_are_videos_of_one_group(recording: Path, tmp_path:
     ]
     groups = [r.group for r in index.records]
     assert groups[0] == groups[1] != groups[2]
+    # recordings holding several actions: no folder names a class, so the labels do
+    listing.write_text("rec/a 1 10 0\nrec/a 11 24 1\nrec/b 1 6 0\nrec/b 7 12 1\n")
+    assert frame_list_index(recording, listing).classes == ["0", "1"]
+    listing.write_text(f"{recording / 'rec' / 'b'} 1 6 0\n")  # an absolute folder
+    assert [r.path for r in frame_list_index(recording, listing).records] == [recording / "rec" / "b"]
 
 
 @pytest.mark.parametrize("line, problem", [
     ("rec/a 0 10 0", r"names frames 0\.\.10, but .*a holds frames 1\.\.24: fix the line"),
     ("rec/a 5 25 0", r"names frames 5\.\.25, but .*a holds frames 1\.\.24"),
     ("rec/a 9 4 0", r"start frame 9 is after end frame 4 in line 'rec/a 9 4 0'"),
+    ("rec/a 4 0", r"expected '<path> <start> <end> <label>' \(one label\), got 'rec/a 4 0'"),
+    ("rec/gap 4 4 0", r"names frames 4\.\.4, but .*gap has none of them \(its numbering skips them\)"),
+    ("rec/disorder 1 2 0", r"disorder numbers its frames out of order"),
 ])
 def test_a_range_outside_its_folder_is_named(recording: Path, tmp_path: Path, line: str,
                                              problem: str) -> None:
@@ -91,12 +104,21 @@ def test_a_config_reaches_frame_lists(recording: Path, tmp_path: Path) -> None:
     assert (splits.test[0].start_frame, splits.test[0].end_frame) == (None, None)
     assert any("1 of 1 test videos are training videos too" in note for note in splits.notes)
 
-    train_list.write_text("\n".join(lines[:4] + lines[:1]) + "\n")  # a range listed twice
+    train_list.write_text("\n".join(lines[:4] + lines[:1] + ["rec/b 1 6 0"]) + "\n")  # one twice
     test_list.write_text("rec/a 13 24 1\n")  # frames 13..24: after every training range
     splits = build_splits(cfg, seed=0, progress=False)
     assert not any("training videos too" in note for note in splits.notes)
-    assert any("1 training videos are listed more than once" in note and "(positions 0..2 of its frames)" in note
-               for note in splits.notes)
+    assert any("1 training videos are listed more than once" in note and "(its frames 1..3, counted from 1)"
+               in note for note in splits.notes)
+
+    train_list.write_text("rec/a 1 12 0\nrec/a 13 24 1\n")  # one recording: no group to hold out
+    with pytest.raises(VidkdError, match=r"no validation split can be held out of the 2 training "
+                                         r"videos: they are all of one group .*list videos of more "
+                                         r"groups \(for frame ranges: more folders\)"):
+        build_splits(cfg, seed=0, progress=False)
+    test_list.unlink()
+    with pytest.raises(VidkdError, match="test.txt not found: check data.test_annotations"):
+        build_splits(cfg, seed=0, progress=False)
 
     test_list.write_text("rec/b 12 1\n")  # MMAction2's `<folder> <total_frames> <label>`
     with pytest.raises(VidkdError, match=r"train\.txt is a '<folder> <start> <end> <label>' list "

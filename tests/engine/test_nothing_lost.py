@@ -565,28 +565,35 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_mid_epoch_checkpoint_resumes_exactly(
     tmp_path, synthetic_cache, tiny_config, monkeypatch, reference, reference_run
 ):
-    """Killed right after the checkpoint at step 6 (epoch 2, batch 2 of 4), then resumed."""
+    """Killed after the checkpoint at step 6 (epoch 2, batch 2 of 4), once it had logged
+    step 7 (to metrics.jsonl and TensorBoard), then resumed."""
     cfg = run_config(tiny_config, synthetic_cache, tmp_path, train={"checkpoint_every_steps": 3})
-    real_save = train_module.save_checkpoint
+    real_save, real_write = train_module.save_checkpoint, train_module.MetricsLog.write
     written: list[str] = []
 
-    def save_then_die(directory, epoch, *args, batches=None, **kwargs):
+    def save(directory, epoch, *args, batches=None, **kwargs):
         path = real_save(directory, epoch, *args, batches=batches, **kwargs)
         written.append(path.name)
-        if path.name == "epoch_0001_step_00000002":
-            raise KeyboardInterrupt("pre-empted")
         return path
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    def write_then_die(self, record, step, prefix):
+        real_write(self, record, step, prefix)
+        if record.get("kind") == "step" and record.get("step") == 7:
+            raise KeyboardInterrupt("pre-empted")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    monkeypatch.setattr(train_module.MetricsLog, "write", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, progress=False)
     monkeypatch.undo()
     assert written == ["epoch_0000_step_00000003", "epoch_0001", "epoch_0001_step_00000002"]
     resumed_from = latest_checkpoint(tmp_path / "tiny" / "checkpoints")
     assert resumed_from.name == "epoch_0001_step_00000002"
-    # what the kill left past the checkpoint: a later step's record and a cut line
+    log = (tmp_path / "tiny" / "metrics.jsonl").read_text()
+    assert '"step": 7' in log  # logged past the checkpoint
+    # and a line the kill cut short
     with (tmp_path / "tiny" / "metrics.jsonl").open("a") as handle:
-        handle.write('{"kind": "step", "epoch": 2, "step": 7, "loss": 99.0}\n{"kind": "st')
+        handle.write('{"kind": "st')
     train(cfg, resume=True, progress=False)
     assert_same_weights(weights(tmp_path / "tiny"), reference)
     resumed, unbroken = _log_of(tmp_path / "tiny"), _log_of(reference_run)
@@ -594,7 +601,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(
     assert [at for kind, at, _ in resumed if kind == "epoch"] == [1, 2, 3]
     for (_, _, loss_a), (_, _, loss_b) in zip(unbroken, resumed, strict=True):
         assert loss_b == pytest.approx(loss_a, rel=1e-5)
-    # TensorBoard too: the points the killed run logged past step 6 are hidden
+    # TensorBoard too: the step-7 points the killed run logged past step 6 are hidden
     assert_same_board(_board_of(reference_run), _board_of(tmp_path / "tiny"))
 
 

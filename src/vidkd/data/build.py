@@ -166,7 +166,8 @@ def _folder_indexes(cfg: DataConfig, root: Path) -> Indexes:
             raise VidkdError("data.test_annotations is not set; a folder dataset with a train list needs a test list too")
         lists = Path(cfg.annotations).expanduser(), Path(cfg.test_annotations).expanduser()
         # VideoFrameDataset's `<folder> <start> <end> <label>`, else MMAction2's lists
-        frame_lists = [is_frame_list(path) for path in lists]
+        frame_lists = [is_frame_list(path, key) for path, key in
+                       zip(lists, ("data.annotations", "data.test_annotations"), strict=True)]
         if frame_lists[0] != frame_lists[1]:
             framed, other = lists[frame_lists.index(True)], lists[frame_lists.index(False)]
             raise VidkdError(f"{framed} is a '<folder> <start> <end> <label>' list and {other} is "
@@ -208,7 +209,7 @@ def _named(record: VideoRecord) -> str:
     if record.start_frame is None and record.end_frame is None:
         return str(record.path)
     start, end = _span(record)
-    return f"{record.path} (positions {start}..{end - 1} of its frames)"
+    return f"{record.path} (its frames {start + 1}..{end}, counted from 1)"
 
 
 def _split_warnings(
@@ -287,6 +288,12 @@ def build_splits(cfg: DataConfig, seed: int = 0, progress: bool = True) -> DataS
         )
     else:
         train, val = split_train_val(train, cfg.val_fraction, seed=seed)
+        if not val:
+            raise VidkdError(
+                f"no validation split can be held out of the {len(train)} training videos: they "
+                f"are all of one group ({train[0].group}), which must not be split; list videos of "
+                "more groups (for frame ranges: more folders), or set data.val_source=test_groups"
+            )
     for note in notes:
         log.info(note)
     notes += warnings
