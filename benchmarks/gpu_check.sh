@@ -36,7 +36,7 @@ cap 300 $py -m pytest -q -p no:cacheprovider tests/engine/test_cuda.py tests/dat
 
 step "demo skd_srl on the GPU, bf16, 3 epochs, then --resume to 4"
 demo=(-c configs/demo/skd_srl.yaml --set train.device=cuda train.precision=bf16
-      data.num_workers=$workers train.out_dir=$runs data.synthetic.train_per_class=27
+      data.num_workers=$workers train.out_dir=$runs data.synthetic.train_per_class=8
       data.synthetic.test_per_class=14)
 time cap 150 $py -m vidkd.cli train "${demo[@]}" train.epochs=3 --overwrite -q
 time cap 90 $py -m vidkd.cli train "${demo[@]}" train.epochs=4 --resume -q

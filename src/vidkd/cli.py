@@ -96,8 +96,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     test = summary["test"]
     print(f"{summary['name']}: {summary['method']} on {summary['dataset']}, {summary['model']}")
+    scored = ("the last student" if summary.get("tested_student") == "student.safetensors"
+              else f"the student of epoch {summary['best_epoch']}, the best on validation")
     print(f"  video top-1 ({test['protocol']}): {test['video_top1']:.2f}%   "
-          f"clip top-1: {test['clip_top1']:.2f}%   (best val epoch {summary['best_epoch']})")
+          f"clip top-1: {test['clip_top1']:.2f}%   ({scored})")
     if test["failed_videos"]:
         print(f"  scored {test['num_videos']} test videos; {test['failed_videos']} could not be "
               "decoded (results.json: failed_videos)")

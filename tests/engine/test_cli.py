@@ -26,6 +26,7 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     code, out, _ = run_cli(capsys, "train", "-c", base, "-q", "--set", "train.epochs=1",
                            "data.test_clips=3", "--set", "eval.test_clips=2")
     assert code == 0 and "video top-1 (2 clips x 1 centre crop)" in out
+    assert "(the student of epoch 1, the best on validation)" in out  # which one was scored
     from vidkd.config import load_config
 
     resolved = load_config(tmp_path / "runs" / "b" / "config.yaml")  # every --set value applied
@@ -45,6 +46,9 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     assert code == 0 and "video top-1" in out and "baseline" in out
     assert "augment" in out and " flip " in out  # baseline: crop + flip
     assert "top-5 means top-3 (only 3 classes)" in out
+    code, out, _ = run_cli(capsys, "train", "-c", base, "-q", "--set", "train.epochs=1",
+                           "name=last", "eval.student=last")
+    assert code == 0 and "(the last student)" in out
 
 
 @pytest.mark.parametrize(
@@ -52,6 +56,7 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     ["missing_config", "unknown_key", "empty_dataset", "unwritable_output", "missing_run",
      "absent_gpu", "bad_device", "missing_teacher", "not_safetensors"],
 )
+
 def test_bad_input_is_one_clear_line(tmp_path, synthetic_cache, capsys, case, tiny_config):
     if case == "missing_config":
         argv = ["train", "-c", str(tmp_path / "nope.yaml")]

@@ -66,7 +66,7 @@ def test_resume_continues_exactly(tmp_path, synthetic_cache, tiny_config):
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, synthetic_cache, tiny_config):
     cfg = config_from_dict(tiny_config(synthetic_cache, tmp_path))
-    with pytest.raises(VidkdError, match="no checkpoint"):
+    with pytest.raises(VidkdError, match="--resume: there is no run in"):
         train(cfg, resume=True, progress=False)
 
 

@@ -70,7 +70,7 @@ def test_every_method_trains_from_its_demo_config(tmp_path, synthetic_cache, mon
                               small + ["model.width_multiplier=0.25"])  # twice the student's
     phase_one = train(teacher_cfg, progress=False)
     assert phase_one["method"] == "generative_kd_teacher" and phase_one["test"]["num_videos"] == 6
-    teacher_file = tmp_path / "demo-generative_kd_teacher" / "best_student.safetensors"
+    teacher_file = tmp_path / "demo-generative_kd_teacher" / phase_one["tested_student"]
     result, description = evaluate_student(teacher_cfg, teacher_file, progress=False)
     assert result.num_videos == 6 and description["cvae"] is True
     assert result.video_top1 == pytest.approx(phase_one["test"]["video_top1"])
@@ -101,14 +101,15 @@ def test_demo_rows_share_data_schedule_and_seed():
         optim = base.optim
         if method == "skd_srl":
             optim = dataclasses.replace(base.optim, lr=base.optim.lr / 2)
-        assert (row.data, row.optim, row.train, row.model) == (
-            base.data, optim, base.train, base.model), method
+        assert (row.data, row.optim, row.train, row.model, row.eval) == (
+            base.data, optim, base.train, base.model, base.eval), method
         assert row.method.name == method
     # the teachers differ in their network only
     for teacher, method in [("teacher", "baseline"),
                             ("generative_kd_teacher", "generative_kd_teacher")]:
         row = load_config(ROOT / f"configs/demo/{teacher}.yaml")
-        assert (row.data, row.optim, row.train) == (base.data, base.optim, base.train), teacher
+        assert (row.data, row.optim, row.train, row.eval) == (
+            base.data, base.optim, base.train, base.eval), teacher
         assert row.method.name == method
 
 
@@ -120,5 +121,6 @@ def test_generative_kd_configs_name_their_phase_one_config_first():
         phase_one = load_config(ROOT / named)
         assert phase_one.method.name == "generative_kd_teacher", phase_two
         row = load_config(phase_two)
-        assert row.method.teacher.checkpoint == f"runs/{phase_one.name}/best_student.safetensors"
+        tested = "best_student" if phase_one.eval.student == "best" else "student"  # what it tests
+        assert row.method.teacher.checkpoint == f"runs/{phase_one.name}/{tested}.safetensors"
         assert row.data == phase_one.data
