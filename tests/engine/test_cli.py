@@ -49,6 +49,8 @@ def test_train_eval_compare(tmp_path, synthetic_cache, capsys, tiny_config):
     code, out, _ = run_cli(capsys, "train", "-c", base, "-q", "--set", "train.epochs=1",
                            "name=last", "eval.student=last")
     assert code == 0 and "(the last student)" in out
+    code, out, _ = run_cli(capsys, "eval", str(tmp_path / "runs" / "last"), "-q")
+    assert code == 0 and out.startswith(f"{tmp_path / 'runs' / 'last' / 'student.safetensors'}: ")
 
 
 @pytest.mark.parametrize(

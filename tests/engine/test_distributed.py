@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 @pytest.mark.timeout(300)
 def test_torchrun_two_processes(tmp_path, tiny_config):
     values = tiny_config(tmp_path / "cache", tmp_path / "runs", "ddp",
-                         method={"name": "skd_srl", "projector_dim": 32, "predictor_hidden": 8})
+                         method={"name": "skd_srl", "projector_dim": 32, "predictor_hidden": 8},
+                         eval={"student": "last"})
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(values))
     result = torchrun_train(config, 2, timeout=280)
@@ -26,6 +27,14 @@ def test_torchrun_two_processes(tmp_path, tiny_config):
     summary = json.loads((run / "results.json").read_text())
     # evaluation is sharded without padding and summed over ranks: every test video once
     assert summary["test"]["num_videos"] == len(splits.test)
+    # and every rank scored rank 0's last student (its BatchNorm statistics too, which DDP
+    # leaves different on each rank): the shipped file scores the same in one process
+    from vidkd.engine.train import evaluate_student
+
+    alone, _ = evaluate_student(load_config(config), run / "student.safetensors", progress=False)
+    assert summary["tested_student"] == "student.safetensors"
+    assert (alone.video_top1, alone.clip_top1) == pytest.approx(
+        (summary["test"]["video_top1"], summary["test"]["clip_top1"]))
     weights = load_file(str(run / "student.safetensors"))
     assert not any(key.startswith("module.") for key in weights)
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()

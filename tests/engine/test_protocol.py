@@ -138,6 +138,9 @@ def test_eval_student_last_scores_the_end_of_the_schedule(scripted_last_run):
     assert scripted_last_run["summary"]["best_epoch"] == BEST_EPOCH
     assert scripted_last_run["results"]["tested_student"] == "student.safetensors"
     assert checkpoint.tested_student_file(run) == run / "student.safetensors"
+    # a results.json that is damaged (or not written yet): the run's config.yaml decides
+    (run / "results.json").write_text('{"tested_student": "../../elsewhere"')
+    assert checkpoint.tested_student_file(run) == run / "student.safetensors"
 
 
 def test_dropout_is_active_in_every_training_step(scripted_run):

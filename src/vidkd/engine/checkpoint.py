@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from vidkd.errors import VidkdError
@@ -274,14 +275,26 @@ def tested_student_name(choice: str, run_dir: Path) -> str:
 
 def tested_student_file(run_dir: Path) -> Path:
     """The student whose test numbers a finished run reports: the one its ``results.json``
-    names; for a run written before that was recorded, the best one if it exists."""
-    try:
-        named = json.loads((run_dir / "results.json").read_text(encoding="utf-8")).get("tested_student")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        named = None
+    names; without that (a run not finished, a damaged file, a run from before it was
+    recorded), the one its ``config.yaml``'s ``eval.student`` names (best by default)."""
+    named = _json_field(run_dir / "results.json", "tested_student")
     if named in (BEST_STUDENT, LAST_STUDENT):  # never a path a damaged file could name
         return run_dir / named
-    return run_dir / tested_student_name("best", run_dir)
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        choice = config["eval"]["student"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, RecursionError):
+        choice = "best"
+    return run_dir / tested_student_name("last" if choice == "last" else "best", run_dir)
+
+
+def _json_field(path: Path, key: str) -> object:
+    """``key`` of the JSON object in ``path``; None if the file or its value is not there."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value.get(key) if isinstance(value, dict) else None
 
 
 def read_student_description(path: Path) -> dict[str, Any]:

@@ -3,9 +3,9 @@
 One run = one experiment config. Per epoch: train on one random clip (or two views) per
 video, validate on a group-disjoint slice of the training split, step the learning-rate
 schedule (:mod:`vidkd.engine.schedule`; the paper's plateau rule by default), tell the method whether validation improved (``self_kd`` refreshes its
-teacher), log to TensorBoard and ``metrics.jsonl``, and write a checkpoint. At the end the
-best-validation student is scored on the test split and shipped as
-``student.safetensors``. ``torchrun`` launches it on many GPUs through DDP.
+teacher), log to TensorBoard and ``metrics.jsonl``, and write a checkpoint. At the end the last
+student is shipped as ``student.safetensors`` and the student ``eval.student`` names (the
+best-validation one by default) is scored on the test split. ``torchrun`` launches it on many GPUs through DDP.
 """
 
 from __future__ import annotations
@@ -772,13 +772,16 @@ def _train(
         trim_host_memory()  # blocks freed by training and validation that nothing reused
         distributed.barrier()
 
-    # ship the last student, then score the best-validation student on the test split
+    # ship the last student, then score the one eval.student names on the test split
     if is_main:
         save_student(run_dir / "student.safetensors", method.student, description)
     distributed.barrier()
     # the best-validation student (the paper's protocol), or the last: eval.student
-    tested = (best_validation_student(run_dir, method.student, is_main)
-              if cfg.eval.student == "best" else method.student)
+    if cfg.eval.student == "best":
+        tested = best_validation_student(run_dir, method.student, is_main)
+    else:  # rank 0's: under DDP each process keeps the BatchNorm statistics of its own batches
+        tested = copy.deepcopy(method.student)
+        distributed.broadcast_module(tested)
     test = evaluate(
         tested, loaders.test, num_classes, device, cfg.train.precision,
         cfg.train.channels_last, progress=progress and is_main, description="test",

@@ -224,7 +224,7 @@ class GenerativeKD(Method):
                 f"teacher checkpoint {path} is not a phase-1 generative KD teacher ({problem}); "
                 "train one with method.name=generative_kd_teacher (e.g. "
                 "configs/demo/generative_kd_teacher.yaml) and set method.teacher.checkpoint to "
-                "its best_student.safetensors"
+                "the student file its run tested (results.json: tested_student)"
             )
         if not isinstance(teacher, AttentionResNet3D):  # phase_one_problem said it is
             raise TypeError(type(teacher).__name__)
