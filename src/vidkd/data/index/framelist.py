@@ -23,12 +23,11 @@ from vidkd.data.index.common import (
     _Resolver,
     _ucf_group,
 )
-from vidkd.data.index.folder import _names_from_labels
+from vidkd.data.index.folder import _INTEGER, _names_from_labels
 from vidkd.data.index.walk import list_frame_files
 from vidkd.data.records import DatasetIndex, VideoRecord
 from vidkd.errors import VidkdError
 
-_INTEGER = re.compile(r"-?\d+")
 _LAST_NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
